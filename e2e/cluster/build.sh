@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Build the local control plane's binaries from upstream Go modules, once per pinned version.
+# Usage: e2e/cluster/build.sh [etcd] [kube-apiserver] [kube-controller-manager] [kube-scheduler] [kwok] [helm]
+# (no argument: etcd, kube-apiserver, kube-controller-manager)
+# Result: ~/.cache/streamflow/bin/<name>-<version>. Recipe and pitfalls: shared/MISSION.md.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../../config/versions.env
+source "$here/../../config/versions.env"
+cache=${STREAMFLOW_CACHE:-$HOME/.cache/streamflow}
+bin="$cache/bin"
+mkdir -p "$bin"
+export GOFLAGS=-buildvcs=false
+
+log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+build_etcd() {
+  local out="$bin/etcd-$ETCD_VERSION"
+  [ -x "$out" ] && return 0
+  local mod="$cache/src/etcd-$ETCD_VERSION"
+  mkdir -p "$mod"
+  log "etcd $ETCD_VERSION (~3 min cold)"
+  (cd "$mod" &&
+    { [ -f go.mod ] || go mod init streamflow.local/etcd >/dev/null 2>&1; } &&
+    go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" &&
+    go build -o "$out.tmp" go.etcd.io/etcd/server/v3 && mv "$out.tmp" "$out")
+}
+
+# Kubernetes' own go.mod replaces every staging module k8s.io/X with ./staging/src/k8s.io/X;
+# a module that requires k8s.io/kubernetes must pin each of them to v0.<minor>.<patch>.
+k8s_module() {
+  local mod="$cache/src/kubernetes-$KUBERNETES_VERSION"
+  if [ ! -f "$mod/.ready" ]; then
+    mkdir -p "$mod"
+    log "kubernetes $KUBERNETES_VERSION module"
+    local staging_version="v0.${KUBERNETES_VERSION#*.}"
+    (cd "$mod" &&
+      rm -f go.mod go.sum &&
+      go mod init streamflow.local/kubernetes >/dev/null 2>&1 &&
+      go mod edit -go=1.24 -require="k8s.io/kubernetes@v$KUBERNETES_VERSION" &&
+      local gomod
+      gomod=$(go mod download -json "k8s.io/kubernetes@v$KUBERNETES_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])') &&
+      for m in $(grep -oE '^\s*k8s.io/[a-z0-9-]+ => \./staging' "$gomod" | awk '{print $1}'); do
+        case "$m" in k8s.io/sample-cli-plugin|k8s.io/sample-controller) continue ;; esac
+        go mod edit -replace="$m=$m@$staging_version"
+      done &&
+      # Each package pinned: without @version, go get upgrades k8s.io/kubernetes to latest.
+      go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@v$KUBERNETES_VERSION" \
+        "k8s.io/kubernetes/cmd/kube-controller-manager@v$KUBERNETES_VERSION" \
+        "k8s.io/kubernetes/cmd/kube-scheduler@v$KUBERNETES_VERSION" &&
+      go mod tidy &&
+      touch .ready)
+  fi
+  echo "$mod"
+}
+
+build_k8s() {
+  local name=$1 out="$bin/$1-$KUBERNETES_VERSION"
+  [ -x "$out" ] && return 0
+  local mod minor=${KUBERNETES_VERSION#*.}
+  mod=$(k8s_module)
+  minor=${minor%%.*}
+  log "$name $KUBERNETES_VERSION (apiserver ~10 min cold, others ~4 min)"
+  local v=k8s.io/component-base/version
+  (cd "$mod" && go build -ldflags "-s -w -X $v.gitVersion=v$KUBERNETES_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor" \
+    -o "$out.tmp" "k8s.io/kubernetes/cmd/$name" && mv "$out.tmp" "$out")
+}
+
+build_go_install() {  # name module-path version
+  local name=$1 pkg=$2 version=$3 out="$bin/$1-$3"
+  [ -x "$out" ] && return 0
+  log "$name $version"
+  local gobin="$cache/src/gobin-$name-$version"
+  mkdir -p "$gobin"
+  GOBIN="$gobin" go install "$pkg@v$version"
+  mv "$gobin/$name" "$out"
+}
+
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(etcd kube-apiserver kube-controller-manager)
+for t in "${targets[@]}"; do
+  case "$t" in
+    etcd) build_etcd ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler) build_k8s "$t" ;;
+    kwok) build_go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" ;;
+    helm) build_go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" ;;
+    *) echo "unknown component: $t" >&2; exit 2 ;;
+  esac
+  log "ready: $t"
+done

@@ -1,0 +1,344 @@
+"""IsolationForest as a checksummed data artifact, and a scorer that needs no scikit-learn.
+
+The artifact is JSON: metadata plus each tree's node arrays (base64 of little-endian arrays).
+Loading it executes nothing (no pickle, no joblib): it is decoded, checked against its SHA-256
+checksum and validated structurally (children point forward, features in range), so a tampered or
+corrupt file is refused with a clear error.
+
+Scoring reproduces ``IsolationForest.score_samples``: each tree contributes
+``depth(leaf) + c(n_samples(leaf)) - 1`` for the leaf a row reaches, the sum over trees is divided
+by ``n_trees * c(max_samples)`` and the anomaly score is ``2 ** -(that)``. Like scikit-learn, rows
+are compared as float32; thresholds are rounded down to float32 once at load time, which keeps
+every comparison exact (no float32 lies between the rounded and the original threshold).
+For speed, trees are padded into complete binary trees so that a batch walks all trees at once
+with index arithmetic (``child = 2 * node + 1 + (x > threshold)``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+FORMAT = "streamflow.isolation-forest"
+FORMAT_VERSION = 1
+MAX_DEPTH = 16  # padded trees hold 2 ** (depth + 1) nodes; deeper models are refused
+DEFAULT_MODEL_PATH = Path(__file__).with_name("default_model.json")
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+
+class ModelArtifactError(ValueError):
+    """A model file that is unreadable, tampered with, or not a StreamFlow forest."""
+
+
+class Calibration(BaseModel):
+    """Maps the raw anomaly score (0..1, ~0.5 = ordinary) onto [0, 1] linearly between two
+    quantiles of the training scores, so the blend with the rules score is on a comparable scale."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    low: float = Field(ge=0, le=1, description="raw score mapped to 0 (training median)")
+    high: float = Field(ge=0, le=1, description="raw score mapped to 1 (training top quantile)")
+
+
+class TreeArrays(BaseModel):
+    """Node arrays of all trees, concatenated; ``offsets[i]`` is tree i's first node."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    offsets: list[int]
+    children_left: str = Field(description="base64 int16 LE, -1 at leaves")
+    children_right: str = Field(description="base64 int16 LE, -1 at leaves")
+    feature: str = Field(description="base64 uint8, index into features (0 at leaves)")
+    threshold: str = Field(description="base64 float64 LE; split threshold (internal nodes)")
+    leaf_value: str = Field(description="base64 float64 LE; depth + c(n) - 1 (leaves)")
+
+
+class ForestArtifact(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: str
+    format_version: int
+    model_version: str = Field(min_length=1, max_length=64)
+    features: list[str]
+    n_trees: int = Field(ge=1, le=10_000)
+    max_samples: int = Field(ge=1)
+    denominator: float = Field(gt=0)
+    calibration: Calibration
+    training: dict[str, Any]
+    trees: TreeArrays
+    checksum: str
+
+
+def _b64(array: npt.NDArray[Any]) -> str:
+    return base64.b64encode(array.tobytes()).decode("ascii")
+
+
+def _unb64(text: str, dtype: str, count: int, name: str) -> npt.NDArray[Any]:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError as exc:
+        raise ModelArtifactError(f"trees.{name}: not base64: {exc}") from exc
+    arr = np.frombuffer(raw, dtype=np.dtype(dtype))
+    if arr.size != count:
+        raise ModelArtifactError(f"trees.{name}: {arr.size} values, expected {count}")
+    return arr
+
+
+def payload_checksum(document: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of everything but the checksum itself."""
+    body = {k: v for k, v in document.items() if k != "checksum"}
+    return "sha256:" + hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True)
+class RawTree:
+    """One isolation tree in scikit-learn's node layout (feature indices already global)."""
+
+    children_left: npt.NDArray[np.int64]
+    children_right: npt.NDArray[np.int64]
+    feature: npt.NDArray[np.int64]
+    threshold: F64
+    leaf_value: F64
+
+
+def build_artifact(
+    trees: list[RawTree],
+    *,
+    features: list[str],
+    max_samples: int,
+    denominator: float,
+    calibration: Calibration,
+    training: dict[str, Any],
+    name: str = "iforest",
+) -> dict[str, Any]:
+    """Assemble the JSON document (with its checksum and a content-derived version)."""
+    offsets = np.cumsum([0] + [len(t.feature) for t in trees[:-1]]).tolist()
+    cat = lambda attr, dtype: np.concatenate([getattr(t, attr) for t in trees]).astype(dtype)  # noqa: E731
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_version": "",
+        "features": list(features),
+        "n_trees": len(trees),
+        "max_samples": int(max_samples),
+        "denominator": float(denominator),
+        "calibration": calibration.model_dump(),
+        "training": training,
+        "trees": {
+            "offsets": offsets,
+            "children_left": _b64(cat("children_left", "<i2")),
+            "children_right": _b64(cat("children_right", "<i2")),
+            "feature": _b64(cat("feature", "u1")),
+            "threshold": _b64(cat("threshold", "<f8")),
+            "leaf_value": _b64(cat("leaf_value", "<f8")),
+        },
+    }
+    digest = payload_checksum(doc).removeprefix("sha256:")
+    doc["model_version"] = f"{name}-{digest[:12]}"
+    doc["checksum"] = payload_checksum(doc)
+    return doc
+
+
+def write_artifact(doc: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+
+
+class ForestScorer:
+    """Scores feature rows with an exported IsolationForest. Immutable and thread-safe."""
+
+    def __init__(self, artifact: ForestArtifact, trees: list[RawTree]) -> None:
+        self.artifact = artifact
+        self.model_version = artifact.model_version
+        self.features = tuple(artifact.features)
+        self._denominator = artifact.denominator
+        cal = artifact.calibration
+        self._cal_low = cal.low
+        self._cal_span = max(cal.high - cal.low, 1e-12)
+        self._pad(trees)
+
+    # ---- loading ------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> ForestScorer:
+        """Load and verify an artifact; the shipped default model when ``path`` is None."""
+        path = Path(path) if path is not None else DEFAULT_MODEL_PATH
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ModelArtifactError(f"cannot read model {path}: {exc.strerror}") from exc
+        return cls.from_bytes(raw, source=str(path))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, source: str = "model") -> ForestScorer:
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ModelArtifactError(f"{source}: not JSON: {exc}") from exc
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ModelArtifactError(f"{source}: not a {FORMAT} artifact")
+        if doc.get("format_version") != FORMAT_VERSION:
+            raise ModelArtifactError(
+                f"{source}: format_version {doc.get('format_version')!r} is not supported "
+                f"(this build reads {FORMAT_VERSION})"
+            )
+        if doc.get("checksum") != payload_checksum(doc):
+            raise ModelArtifactError(f"{source}: checksum mismatch: the file is corrupt or altered")
+        try:
+            artifact = ForestArtifact.model_validate(doc)
+        except ValidationError as exc:
+            raise ModelArtifactError(f"{source}: invalid artifact: {exc}") from exc
+        return cls(artifact, _decode_trees(artifact))
+
+    # ---- layout ---------------------------------------------------------------------------
+    def _pad(self, trees: list[RawTree]) -> None:
+        depth = max(_tree_depth(t) for t in trees)
+        inner = 2**depth - 1  # internal slots per padded tree
+        n = len(trees)
+        feature = np.zeros((n, inner), dtype=np.intp)
+        threshold = np.full((n, inner), np.inf, dtype=np.float32)
+        leaves = np.zeros((n, 2**depth), dtype=np.float64)
+        for t, tree in enumerate(trees):
+            # (node, slot, level): walk the sklearn tree, placing nodes at level-order slots.
+            stack = [(0, 0, 0)]
+            while stack:
+                node, slot, level = stack.pop()
+                left = int(tree.children_left[node])
+                if left == -1:
+                    # A leaf above the bottom: its padded subtree always goes left (x <= +inf),
+                    # so its value sits at the leftmost bottom descendant.
+                    bottom = slot
+                    for _ in range(depth - level):
+                        bottom = 2 * bottom + 1
+                    leaves[t, bottom - inner] = tree.leaf_value[node]
+                    continue
+                feature[t, slot] = tree.feature[node]
+                threshold[t, slot] = _round_down_f32(float(tree.threshold[node]))
+                stack.append((left, 2 * slot + 1, level + 1))
+                stack.append((int(tree.children_right[node]), 2 * slot + 2, level + 1))
+        self.depth = depth
+        self.n_trees = n
+        self._inner = inner
+        self._feature = feature.ravel()
+        self._threshold = threshold.ravel()
+        self._leaves = leaves.ravel()
+        self._tree_base = (np.arange(n, dtype=np.intp) * inner)[None, :]
+        self._leaf_base = (np.arange(n, dtype=np.intp) * 2**depth - inner)[None, :]
+        # Per-tree tuples for the single-row path (no numpy dispatch per node).
+        self._rows = [
+            (feature[t].tolist(), threshold[t].astype(np.float64).tolist(), leaves[t].tolist())
+            for t in range(n)
+        ]
+
+    # ---- scoring --------------------------------------------------------------------------
+    def raw_scores(self, x: npt.ArrayLike) -> F64:
+        """The anomaly score in (0, 1]: exactly ``-IsolationForest.score_samples(x)``."""
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+        if x32.ndim != 2 or x32.shape[1] != len(self.features):
+            raise ValueError(f"expected rows of {len(self.features)} features, got {x32.shape}")
+        rows = x32.shape[0]
+        flat_x = x32.ravel()
+        row_base = (np.arange(rows, dtype=np.intp) * x32.shape[1])[:, None]
+        node = np.zeros((rows, self.n_trees), dtype=np.intp)
+        for _ in range(self.depth):
+            slot = node + self._tree_base
+            go_right = flat_x[row_base + self._feature[slot]] > self._threshold[slot]
+            node *= 2
+            node += 1
+            node += go_right
+        path = self._leaves[node + self._leaf_base]
+        depths = path.sum(axis=1)
+        return np.asarray(2.0 ** (-depths / self._denominator), dtype=np.float64)
+
+    def raw_score_one(self, row: tuple[float, ...] | list[float]) -> float:
+        """Single-row path for per-event callers: same result as raw_scores, no numpy per node."""
+        x = np.asarray(row, dtype=np.float32).astype(np.float64).tolist()
+        total = 0.0
+        inner = self._inner
+        for feature, threshold, leaves in self._rows:
+            node = 0
+            while node < inner:
+                node = 2 * node + (2 if x[feature[node]] > threshold[node] else 1)
+            total += leaves[node - inner]
+        return float(2.0 ** (-total / self._denominator))
+
+    def calibrate(self, raw: F64) -> F64:
+        return np.asarray(np.clip((raw - self._cal_low) / self._cal_span, 0.0, 1.0))
+
+    def calibrate_one(self, raw: float) -> float:
+        return min(max((raw - self._cal_low) / self._cal_span, 0.0), 1.0)
+
+    def scores(self, x: npt.ArrayLike) -> F64:
+        """Calibrated ML scores in [0, 1] for a batch of feature rows."""
+        return self.calibrate(self.raw_scores(x))
+
+
+def _round_down_f32(value: float) -> np.float32:
+    """The largest float32 <= value: comparing float32 x <= value is then exact in float32."""
+    f = np.float32(value)
+    if float(f) > value:
+        f = np.nextafter(f, np.float32(-np.inf))
+    return f
+
+
+def _tree_depth(tree: RawTree) -> int:
+    depth, stack = 0, [(0, 0)]
+    while stack:
+        node, level = stack.pop()
+        left = int(tree.children_left[node])
+        if left == -1:
+            depth = max(depth, level)
+        else:
+            stack.append((left, level + 1))
+            stack.append((int(tree.children_right[node]), level + 1))
+    return depth
+
+
+def _decode_trees(artifact: ForestArtifact) -> list[RawTree]:
+    t = artifact.trees
+    offsets = t.offsets
+    if len(offsets) != artifact.n_trees or offsets[:1] != [0] or offsets != sorted(set(offsets)):
+        raise ModelArtifactError("trees.offsets: must start at 0, increase and list every tree")
+    try:
+        total = len(base64.b64decode(t.feature, validate=True))
+    except ValueError as exc:
+        raise ModelArtifactError(f"trees.feature: not base64: {exc}") from exc
+    left = _unb64(t.children_left, "<i2", total, "children_left").astype(np.int64)
+    right = _unb64(t.children_right, "<i2", total, "children_right").astype(np.int64)
+    feature = _unb64(t.feature, "u1", total, "feature").astype(np.int64)
+    threshold = _unb64(t.threshold, "<f8", total, "threshold")
+    leaf_value = _unb64(t.leaf_value, "<f8", total, "leaf_value")
+    n_features = len(artifact.features)
+    bounds = [*offsets[1:], total]
+    trees = []
+    for i, (start, end) in enumerate(zip(offsets, bounds, strict=True)):
+        size = end - start
+        tree = RawTree(left[start:end], right[start:end], feature[start:end],
+                       threshold[start:end], leaf_value[start:end])
+        nodes = np.arange(size)
+        internal = tree.children_left != -1
+        # Children strictly after their parent and inside the tree: no cycles, walks terminate.
+        ok = (
+            np.all((tree.children_left == -1) == (tree.children_right == -1))
+            and np.all(tree.children_left[internal] > nodes[internal])
+            and np.all(tree.children_right[internal] > nodes[internal])
+            and np.all(tree.children_left[internal] < size)
+            and np.all(tree.children_right[internal] < size)
+            and np.all(tree.feature[internal] < n_features)
+            and np.all(np.isfinite(tree.leaf_value[~internal]))
+            and not np.any(np.isnan(tree.threshold[internal]))
+        )
+        if not ok:
+            raise ModelArtifactError(f"tree {i}: malformed node arrays")
+        if _tree_depth(tree) > MAX_DEPTH:
+            raise ModelArtifactError(f"tree {i}: deeper than {MAX_DEPTH}")
+        trees.append(tree)
+    return trees

@@ -1,0 +1,262 @@
+"""Backtest: run a file of events through the detector, exactly as the Flink job would.
+
+Every non-empty input line ends as exactly one decision line or one dead-letter line, so
+``decisions + dead_letters == non-empty lines`` always holds. Lines are read with a bound
+(:data:`~streamflow_jobs.events.MAX_EVENT_BYTES`): a line of megabytes is skimmed, not loaded.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import orjson
+
+from streamflow_jobs.detector import Decision, Detector
+from streamflow_jobs.events import (
+    CURRENT_SCHEMA_VERSION,
+    DEAD_LETTER_PAYLOAD_LIMIT,
+    MAX_EVENT_BYTES,
+    ParseFailure,
+    SourceRef,
+    Transaction,
+    dead_letter_for,
+    parse_transaction,
+)
+from streamflow_jobs.generator import FRAUD_PATTERNS, PATTERNS
+from streamflow_jobs.rules.evaluator import RuleOutcome
+from streamflow_jobs.state import CustomerState
+
+BATCH_SIZE = 4096
+
+
+@dataclass
+class ReplaySummary:
+    lines: int = 0
+    blank_lines: int = 0
+    decisions: int = 0
+    alerts: int = 0
+    dead_letters: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    upgraded_v1: int = 0
+    newer_versions: int = 0
+    unknown_fields: Counter[str] = field(default_factory=Counter)
+    customers: int = 0
+    seconds: float = 0.0
+    metrics: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lines": self.lines,
+            "blank_lines": self.blank_lines,
+            "decisions": self.decisions,
+            "alerts": self.alerts,
+            "dead_letters": self.dead_letters,
+            "errors": dict(self.errors),
+            "upgraded_v1": self.upgraded_v1,
+            "newer_versions": self.newer_versions,
+            "unknown_fields": dict(self.unknown_fields),
+            "customers": self.customers,
+            "seconds": round(self.seconds, 3),
+            "events_per_second": round(self.decisions / self.seconds) if self.seconds else None,
+            "metrics": self.metrics,
+        }
+
+
+def read_lines(stream: IO[bytes]) -> Iterator[tuple[bytes, int]]:
+    """Yield (line, size) without its newline. Lines longer than MAX_EVENT_BYTES are skimmed:
+    only the first DEAD_LETTER_PAYLOAD_LIMIT bytes are kept, ``size`` is the true length."""
+    limit = MAX_EVENT_BYTES + 1
+    readline = stream.readline
+    while True:
+        line = readline(limit)
+        if not line:
+            return
+        if line[-1:] == b"\n" or len(line) < limit:
+            line = line.rstrip(b"\r\n")
+            yield line, len(line)
+            continue
+        head, size = line[:DEAD_LETTER_PAYLOAD_LIMIT], len(line)
+        while True:  # drain the rest of an oversized line
+            more = readline(1 << 20)
+            if not more:
+                break
+            size += len(more)
+            if more[-1:] == b"\n":
+                size -= 1 + (more[-2:-1] == b"\r")
+                break
+        yield head, size
+
+
+def replay(
+    source: Path,
+    output: IO[bytes],
+    dead_letters: IO[bytes],
+    detector: Detector,
+    *,
+    labels: Labels | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ReplaySummary:
+    """Replay ``source`` into ``output`` and ``dead_letters``; score against ``labels`` if given."""
+    summary = ReplaySummary()
+    states: dict[str, CustomerState] = {}
+    txns: list[Transaction] = []
+    outcomes: list[RuleOutcome] = []
+    scores: list[float] = []
+    alerted: list[bool] = []
+    label_ids: list[int] = []
+    write, write_dl = output.write, dead_letters.write
+    path_text = str(source)
+    started = datetime.now(UTC)
+    clock = _clock()
+
+    def flush() -> None:
+        decisions: list[Decision] = detector.decide_batch(txns, outcomes)
+        chunk = []
+        for d in decisions:
+            chunk.append(orjson.dumps(d.to_dict()))
+            summary.alerts += d.is_alert
+            if labels is not None:
+                label = labels.by_id.get(d.transaction.transaction_id)
+                if label is not None:
+                    scores.append(d.score)
+                    alerted.append(d.is_alert)
+                    label_ids.append(label)
+        write(b"\n".join(chunk) + b"\n")
+        summary.decisions += len(decisions)
+        txns.clear()
+        outcomes.clear()
+
+    consumed = 0
+    with source.open("rb") as stream:
+        for line_no, (raw, size) in enumerate(read_lines(stream), start=1):
+            summary.lines += 1
+            consumed += size + 1
+            if progress is not None and line_no % 8192 == 0:
+                progress(consumed)
+            if size == len(raw) and not raw.strip():
+                summary.blank_lines += 1
+                continue
+            if size > MAX_EVENT_BYTES:
+                parsed: Any = ParseFailure(
+                    "payload_too_large",
+                    f"event is {size} bytes; the limit is {MAX_EVENT_BYTES} bytes")
+            else:
+                parsed = parse_transaction(raw)
+            if isinstance(parsed, ParseFailure):
+                letter = dead_letter_for(parsed, raw, SourceRef(kind="file", path=path_text,
+                                                                line=line_no), started)
+                if size > len(raw):  # skimmed: record the true size
+                    letter = letter.model_copy(update={"payload_bytes": size,
+                                                       "payload_truncated": True})
+                write_dl(letter.model_dump_json().encode() + b"\n")
+                summary.dead_letters += 1
+                summary.errors[parsed.error_type] += 1
+                continue
+            txn = parsed.transaction
+            if parsed.unknown_fields:
+                summary.unknown_fields.update(parsed.unknown_fields)
+            version = txn.schema_version
+            if version != CURRENT_SCHEMA_VERSION:
+                if version == 1:
+                    summary.upgraded_v1 += 1
+                else:
+                    summary.newer_versions += 1
+            state = states.get(txn.customer_id)
+            if state is None:
+                state = states[txn.customer_id] = CustomerState()
+            outcomes.append(detector.evaluate(state, txn))
+            txns.append(txn)
+            if len(txns) >= BATCH_SIZE:
+                flush()
+    if txns:
+        flush()
+    if progress is not None:
+        progress(consumed)
+    summary.customers = len(states)
+    summary.seconds = clock()
+    if labels is not None:
+        summary.metrics = quality_metrics(np.array(scores), np.array(alerted, dtype=bool),
+                                          np.array(label_ids, dtype=np.int64), labels.names)
+    return summary
+
+
+def _clock() -> Callable[[], float]:
+    import time  # noqa: PLC0415
+
+    start = time.perf_counter()
+    return lambda: time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Ground truth for a backtest: transaction id -> index into ``names`` (pattern names)."""
+
+    by_id: dict[str, int]
+    names: list[str]
+
+
+def load_labels(path: Path) -> Labels:
+    """Read a label file (one JSON object per line: transaction_id, is_fraud, pattern?). A bad
+    line is an error naming the line: labels are ground truth, not traffic to be tolerant of."""
+    index = {name: i for i, name in enumerate(PATTERNS)}
+    by_id: dict[str, int] = {}
+    with path.open("rb") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = orjson.loads(line)
+                fraud = bool(row["is_fraud"])
+                pattern = str(row.get("pattern") or ("fraud" if fraud else "legit"))
+                if fraud != is_fraud_pattern(pattern):
+                    pattern = f"{pattern} (fraud)" if fraud else f"legit: {pattern}"
+                by_id[str(row["transaction_id"])] = index.setdefault(pattern, len(index))
+            except (orjson.JSONDecodeError, KeyError, AttributeError, TypeError) as exc:
+                raise ValueError(f"{path}:{n}: not a label line ({exc!r})") from exc
+    return Labels(by_id, sorted(index, key=index.__getitem__))
+
+
+def is_fraud_pattern(name: str) -> bool:
+    return name in FRAUD_PATTERNS or not name.startswith("legit")
+
+
+def quality_metrics(
+    scores: np.ndarray[Any, Any],
+    alerted: np.ndarray[Any, Any],
+    label_ids: np.ndarray[Any, Any],
+    names: list[str],
+) -> dict[str, Any]:
+    """Precision/recall at the alert threshold, average precision, recall at a 1 % alert rate,
+    and recall (or, for legitimate patterns, the alert rate) per pattern."""
+    from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: PLC0415
+
+    fraud_ids = np.array([i for i, n in enumerate(names) if is_fraud_pattern(n)])
+    y = np.isin(label_ids, fraud_ids)
+    n, positives = len(y), int(y.sum())
+    out: dict[str, Any] = {"labelled": n, "fraud": positives}
+    if n == 0:
+        return out
+    tp = int((alerted & y).sum())
+    out["precision"] = tp / int(alerted.sum()) if alerted.any() else None
+    out["recall"] = tp / positives if positives else None
+    if 0 < positives < n:
+        out["average_precision"] = float(average_precision_score(y, scores))
+        out["roc_auc"] = float(roc_auc_score(y, scores))
+        top = max(1, round(n * 0.01))
+        order = np.argsort(-scores, kind="stable")[:top]
+        out["recall_at_1pct_alert_rate"] = float(y[order].sum() / positives)
+    per_pattern = {}
+    for i, name in enumerate(names):
+        mask = label_ids == i
+        if mask.any():
+            rate = float(alerted[mask].mean())
+            key = "recall" if is_fraud_pattern(name) else "alert_rate"
+            per_pattern[name] = {"events": int(mask.sum()), key: round(rate, 4)}
+    out["per_pattern"] = per_pattern
+    return out

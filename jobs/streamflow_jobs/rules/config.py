@@ -1,0 +1,103 @@
+"""RulesConfig: the one schema of the detector's configuration.
+
+The same model is the ``rules`` section of the FraudPipeline custom resource, the YAML file given
+to ``streamflow replay --rules`` and what the fraud-detector Flink job reads. Defaults are the
+original design's (shared/MISSION.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Weight = Annotated[float, Field(ge=0, le=1, description="Contribution of this rule to the rules score")]
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+
+
+class HighValueRule(_Rule):
+    """FR-001: amount far above the customer's running mean."""
+
+    multiplier: float = Field(3.0, gt=1, le=1000, description="Alert when amount > multiplier x mean")
+    min_history: int = Field(5, ge=1, le=10_000, description="Transactions needed before it applies")
+    weight: Weight = 0.8
+
+
+class VelocityRule(_Rule):
+    """FR-002: too many transactions in a sliding event-time window."""
+
+    max_count: int = Field(5, ge=1, le=30, description="Alert when the window holds more than this")
+    window_seconds: int = Field(600, ge=1, le=86_400)
+    weight: Weight = 0.7
+
+
+class ImpossibleTravelRule(_Rule):
+    """FR-003: implied speed between consecutive located transactions above a plausible one."""
+
+    max_speed_kmh: float = Field(500.0, gt=0, le=20_000)
+    min_distance_km: float = Field(
+        100.0, ge=0, description="Shorter hops are ignored (GPS jitter, same metro area)"
+    )
+    weight: Weight = 0.9
+
+
+class UnusualHourRule(_Rule):
+    """FR-004: hour of day far from the customer's usual hours (circular, wraps at midnight)."""
+
+    max_std_devs: float = Field(2.0, gt=0, le=12)
+    min_history: int = Field(5, ge=1, le=10_000)
+    min_std_hours: float = Field(
+        1.0, gt=0, le=12, description="Floor on the spread, so a creature of habit is not flagged"
+    )
+    weight: Weight = 0.5
+
+
+class BlacklistRule(_Rule):
+    """FR-005: customer or store on a list that can change while the job runs."""
+
+    customers: list[str] = Field(default_factory=list, max_length=100_000)
+    stores: list[str] = Field(default_factory=list, max_length=100_000)
+    weight: Weight = 1.0
+
+
+class RulesConfig(BaseModel):
+    """Thresholds and weights of FR-001..FR-005 and of the blend with the ML score (FR-006)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str = Field("1", min_length=1, max_length=64, description="Recorded on every decision")
+    alert_threshold: float = Field(0.7, gt=0, le=1, description="Alert when score >= this")
+    ml_alpha: float = Field(
+        0.3, ge=0, le=1, description="score = ml_alpha * ml + (1 - ml_alpha) * rules"
+    )
+    high_value: HighValueRule = HighValueRule()
+    velocity: VelocityRule = VelocityRule()
+    impossible_travel: ImpossibleTravelRule = ImpossibleTravelRule()
+    unusual_hour: UnusualHourRule = UnusualHourRule()
+    blacklist: BlacklistRule = BlacklistRule()
+
+    @model_validator(mode="after")
+    def _some_rule_enabled(self) -> RulesConfig:
+        rules = (self.high_value, self.velocity, self.impossible_travel, self.unusual_hour,
+                 self.blacklist)
+        if self.ml_alpha < 1 and not any(r.enabled for r in rules):
+            raise ValueError("every rule is disabled and ml_alpha < 1: nothing could raise an alert")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RulesConfig:
+        """Load from a YAML file; a mapping with the same keys as this model (all optional)."""
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of rule settings, got {type(data).__name__}")
+        return cls.model_validate(data)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,190 @@
+"""Per-customer detector state and its compact, versioned binary encoding (never pickle).
+
+The fraud-detector keeps one :class:`CustomerState` per customer in Flink keyed state as the bytes
+from :func:`encode_state`; the replay CLI keeps the objects in a dict. Both run the same evaluator.
+
+Encoding (little-endian, ``struct``): a version byte, a fixed block, then the recent event times
+of the velocity window as uint32 millisecond offsets back from the newest. Version 1 lacked the
+payment-method set; it still decodes (the set starts empty). A state is at most
+``1 + 102 + 4 * MAX_RECENT`` bytes (231 today), far under the 1 KiB budget.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from bisect import insort
+
+STATE_VERSION = 2
+# Recent event times kept for the velocity window. The count saturates here, which is enough:
+# the velocity rule's max_count is bounded at 30 by RulesConfig.
+MAX_RECENT = 32
+_OFFSET_LIMIT = 2**32 - 1
+
+# n, mean, m2 | hour_n, hour_cos, hour_sin | has_geo, lat, lon, geo_ms | payment_mask | count
+_V2_FIXED = struct.Struct("<IddIddBddqIB")
+_V1_FIXED = struct.Struct("<IddIddBddqB")  # as v2 without payment_mask
+_NEWEST = struct.Struct("<q")
+_LAYOUTS = {1: _V1_FIXED, 2: _V2_FIXED}
+
+
+class StateEncodingError(ValueError):
+    """Bytes that are not a customer state of a version this code knows."""
+
+
+class CustomerState:
+    """What the detector remembers about one customer. Mutated in place by the evaluator."""
+
+    __slots__ = (
+        "amount_m2",
+        "amount_mean",
+        "amount_n",
+        "geo_ms",
+        "has_geo",
+        "hour_cos",
+        "hour_n",
+        "hour_sin",
+        "lat",
+        "lon",
+        "payment_mask",
+        "recent_ms",
+    )
+
+    def __init__(self) -> None:
+        # Welford running statistics of the (winsorised) amount.
+        self.amount_n = 0
+        self.amount_mean = 0.0
+        self.amount_m2 = 0.0
+        # Circular statistics of the hour of day: sums of cos/sin of the hour angle.
+        self.hour_n = 0
+        self.hour_cos = 0.0
+        self.hour_sin = 0.0
+        # Last located transaction (by event time).
+        self.has_geo = False
+        self.lat = 0.0
+        self.lon = 0.0
+        self.geo_ms = 0
+        # Payment methods seen, as a 32-bit hashed set.
+        self.payment_mask = 0
+        # Event times (ms) inside the velocity window, ascending; at most MAX_RECENT.
+        self.recent_ms: list[int] = []
+
+    # ---- amount (Welford) -------------------------------------------------------------------
+    def add_amount(self, x: float) -> None:
+        self.amount_n += 1
+        delta = x - self.amount_mean
+        self.amount_mean += delta / self.amount_n
+        self.amount_m2 += delta * (x - self.amount_mean)
+
+    @property
+    def amount_std(self) -> float:
+        return math.sqrt(self.amount_m2 / (self.amount_n - 1)) if self.amount_n > 1 else 0.0
+
+    # ---- hour of day (circular) -------------------------------------------------------------
+    def add_hour(self, hour: float) -> None:
+        angle = hour * (2 * math.pi / 24)
+        self.hour_n += 1
+        self.hour_cos += math.cos(angle)
+        self.hour_sin += math.sin(angle)
+
+    # ---- velocity window --------------------------------------------------------------------
+    def add_event_time(self, ms: int, window_ms: int) -> int:
+        """Record an event time; return how many events fall in (ms - window, ms], itself included.
+
+        Out-of-order events are inserted in place; times older than the window before the newest
+        are evicted, and the list never exceeds MAX_RECENT entries.
+        """
+        recent = self.recent_ms
+        if not recent or ms >= recent[-1]:
+            recent.append(ms)
+        else:
+            insort(recent, ms)
+        horizon = recent[-1] - window_ms
+        drop = 0
+        while drop < len(recent) and recent[drop] <= horizon:
+            drop += 1
+        drop = max(drop, len(recent) - MAX_RECENT)
+        if drop:
+            del recent[:drop]
+        lower = ms - window_ms
+        return sum(1 for t in recent if lower < t <= ms)
+
+    def previous_event_ms(self, ms: int) -> int | None:
+        """The latest recorded event time strictly before ``ms`` (None if none is kept)."""
+        best = None
+        for t in self.recent_ms:
+            if t < ms:
+                best = t
+            else:
+                break
+        return best
+
+    # ---- payment methods --------------------------------------------------------------------
+    @staticmethod
+    def payment_bit(method: str) -> int:
+        return 1 << (zlib.crc32(method.encode("utf-8")) & 31)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CustomerState):
+            return NotImplemented
+        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{s}={getattr(self, s)!r}" for s in sorted(self.__slots__))
+        return f"CustomerState({fields})"
+
+
+def encode_state(state: CustomerState, version: int = STATE_VERSION) -> bytes:
+    """Encode in the current layout (``version=1`` writes the old one, for compatibility tests)."""
+    if version not in _LAYOUTS:
+        raise StateEncodingError(f"unknown customer state version {version}")
+    recent = state.recent_ms
+    newest = recent[-1] if recent else 0
+    values: list[object] = [
+        state.amount_n, state.amount_mean, state.amount_m2,
+        state.hour_n, state.hour_cos, state.hour_sin,
+        state.has_geo, state.lat, state.lon, state.geo_ms,
+    ]
+    if version >= 2:
+        values.append(state.payment_mask)
+    values.append(len(recent))
+    head = _LAYOUTS[version].pack(*values)
+    offsets = [min(newest - t, _OFFSET_LIMIT) for t in recent]
+    tail = _NEWEST.pack(newest) + struct.pack(f"<{len(offsets)}I", *offsets) if recent else b""
+    return bytes([version]) + head + tail
+
+
+def decode_state(data: bytes) -> CustomerState:
+    """Decode any known version; raise StateEncodingError for anything else."""
+    if not data:
+        raise StateEncodingError("empty state")
+    version = data[0]
+    fixed = _LAYOUTS.get(version)
+    if fixed is None:
+        raise StateEncodingError(f"unknown customer state version {version}")
+    try:
+        values = fixed.unpack_from(data, 1)
+    except struct.error as exc:
+        raise StateEncodingError(f"truncated v{version} state: {exc}") from exc
+    state = CustomerState()
+    (state.amount_n, state.amount_mean, state.amount_m2,
+     state.hour_n, state.hour_cos, state.hour_sin,
+     has_geo, state.lat, state.lon, state.geo_ms) = values[:10]
+    state.has_geo = bool(has_geo)
+    if version == 2:
+        state.payment_mask = values[10]
+    count = values[-1]
+    if count > MAX_RECENT:
+        raise StateEncodingError(f"{count} recent events exceed the maximum {MAX_RECENT}")
+    pos = 1 + fixed.size
+    if count:
+        expected = pos + _NEWEST.size + 4 * count
+        if len(data) != expected:
+            raise StateEncodingError(f"state is {len(data)} bytes, expected {expected}")
+        (newest,) = _NEWEST.unpack_from(data, pos)
+        offsets = struct.unpack_from(f"<{count}I", data, pos + _NEWEST.size)
+        state.recent_ms = [newest - o for o in offsets]
+    elif len(data) != pos:
+        raise StateEncodingError(f"state is {len(data)} bytes, expected {pos}")
+    return state
