@@ -17,7 +17,6 @@ from rich.progress import (
     TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 from rich.table import Table
 
@@ -39,9 +38,16 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                    MofNCompleteColumn(), TimeRemainingColumn(), console=console,
-                    disable=not console.is_terminal, transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+        transient=True,
+    )
 
 
 def _load_rules(path: Path | None) -> Any:
@@ -75,7 +81,9 @@ def generate(
     output: Annotated[Path, typer.Option("--output", "-o", help="Events, one JSON per line")],
     labels: Annotated[Path, typer.Option(help="Labels file (transaction_id, is_fraud, pattern)")],
     events: Annotated[int, typer.Option(min=1, help="Number of events")] = 100_000,
-    fraud_rate: Annotated[float, typer.Option(min=0.0, max=0.49, help="Share of fraud events")] = 0.02,
+    fraud_rate: Annotated[
+        float, typer.Option(min=0.0, max=0.49, help="Share of fraud events")
+    ] = 0.02,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same files")] = 42,
     customers: Annotated[int, typer.Option(min=1)] = 1000,
     rules_output: Annotated[
@@ -86,8 +94,9 @@ def generate(
     from streamflow_jobs.generator import Generator, GeneratorConfig  # noqa: PLC0415
     from streamflow_jobs.rules.config import BlacklistRule, RulesConfig  # noqa: PLC0415
 
-    gen = Generator(GeneratorConfig(events=events, fraud_rate=fraud_rate, seed=seed,
-                                    customers=customers))
+    gen = Generator(
+        GeneratorConfig(events=events, fraud_rate=fraud_rate, seed=seed, customers=customers)
+    )
     fraud = 0
     with output.open("wb") as out, labels.open("wb") as lab, _progress() as bar:
         task = bar.add_task("generating", total=events)
@@ -100,19 +109,26 @@ def generate(
     if rules_output is not None:
         rules = RulesConfig(blacklist=BlacklistRule(customers=gen.blacklist))
         rules_output.write_text(rules.to_yaml(), encoding="utf-8")
-    console.print(f"wrote {events} events ({fraud} fraud, {len(gen.customers)} customers, "
-                  f"{gen.days:.0f} days) to {output}; labels to {labels}")
+    console.print(
+        f"wrote {events} events ({fraud} fraud, {len(gen.customers)} customers, "
+        f"{gen.days:.0f} days) to {output}; labels to {labels}"
+    )
 
 
 @app.command()
 def train(
     output: Annotated[Path, typer.Option("--output", "-o", help="Model artifact (JSON)")] = Path(
-        "model.json"),
-    seed: Annotated[int, typer.Option(help="Seed of the forest (and of generated data)")] = DEFAULT_SEED,
-    input: Annotated[  # noqa: A002
+        "model.json"
+    ),
+    seed: Annotated[
+        int, typer.Option(help="Seed of the forest (and of generated data)")
+    ] = DEFAULT_SEED,
+    input: Annotated[
         Path | None, typer.Option(help="Events to train on; default: generate them from --seed")
     ] = None,
-    events: Annotated[int, typer.Option(min=2, help="Events to generate without --input")] = TRAIN_EVENTS,
+    events: Annotated[
+        int, typer.Option(min=2, help="Events to generate without --input")
+    ] = TRAIN_EVENTS,
     rules: Annotated[Path | None, typer.Option(help="Rules YAML used to build features")] = None,
 ) -> None:
     """Train FR-006's IsolationForest and export it as a checksummed data artifact."""
@@ -121,7 +137,7 @@ def train(
     from streamflow_jobs.events import ParsedTransaction, parse_transaction  # noqa: PLC0415
     from streamflow_jobs.generator import Generator, GeneratorConfig  # noqa: PLC0415
     from streamflow_jobs.model.train import train_forest  # noqa: PLC0415
-    from streamflow_jobs.rules.config import BlacklistRule, RulesConfig  # noqa: PLC0415
+    from streamflow_jobs.rules.config import BlacklistRule  # noqa: PLC0415
     from streamflow_jobs.rules.evaluator import RulesEvaluator  # noqa: PLC0415
     from streamflow_jobs.state import CustomerState  # noqa: PLC0415
 
@@ -130,7 +146,7 @@ def train(
         gen = Generator(GeneratorConfig(events=events, seed=seed))
         raw_events: Any = (orjson.dumps(e) for e, _ in gen.generate())
         config = config.model_copy(update={"blacklist": BlacklistRule(customers=gen.blacklist)})
-        source = {"generator_events": events, "generator_seed": seed}
+        source: dict[str, Any] = {"generator_events": events, "generator_seed": seed}
     else:
         if not input.is_file():
             raise _fail(f"input file not found: {input}")
@@ -159,19 +175,23 @@ def train(
     from streamflow_jobs.model.forest import write_artifact  # noqa: PLC0415
 
     write_artifact(doc, output)
-    console.print(f"wrote model {doc['model_version']} ({output.stat().st_size} bytes, "
-                  f"{doc['checksum']}) to {output}")
+    console.print(
+        f"wrote model {doc['model_version']} ({output.stat().st_size} bytes, "
+        f"{doc['checksum']}) to {output}"
+    )
 
 
 @app.command()
 def replay(
-    input: Annotated[Path, typer.Option("--input", "-i", help="Events, one JSON per line")],  # noqa: A002
+    input: Annotated[Path, typer.Option("--input", "-i", help="Events, one JSON per line")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Decisions, one JSON per line")],
     dlq: Annotated[
         Path | None, typer.Option(help="Dead letters; default: <output>.dead.jsonl")
     ] = None,
     rules: Annotated[Path | None, typer.Option(help="Rules YAML (RulesConfig)")] = None,
-    model: Annotated[Path | None, typer.Option(help="Model artifact; default: the shipped one")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Model artifact; default: the shipped one")
+    ] = None,
     no_model: Annotated[bool, typer.Option("--no-model", help="Rules only (no FR-006)")] = False,
     labels: Annotated[Path | None, typer.Option(help="Labels: adds quality metrics")] = None,
     summary: Annotated[Path | None, typer.Option(help="Write the summary as JSON here")] = None,
@@ -197,8 +217,14 @@ def replay(
         out = stack.enter_context(output.open("wb"))
         dead = stack.enter_context(dlq.open("wb"))
         task = bar.add_task("replaying", total=input.stat().st_size)
-        result = run_replay(input, out, dead, detector, labels=truth,
-                            progress=lambda done: bar.update(task, completed=done))
+        result = run_replay(
+            input,
+            out,
+            dead,
+            detector,
+            labels=truth,
+            progress=lambda done: bar.update(task, completed=done),
+        )
     _print_summary(result.to_dict(), output, dlq, detector)
     if summary is not None:
         summary.write_bytes(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2))
@@ -206,31 +232,45 @@ def replay(
 
 def _print_summary(s: dict[str, Any], output: Path, dlq: Path, detector: Any) -> None:
     out = Console()
-    out.print(f"[bold]replayed[/] {s['lines']} lines in {s['seconds']} s "
-              f"({s['events_per_second'] or 0:,} events/s); rules {detector.rules.version}, "
-              f"model {detector.model_version or 'none'}")
+    out.print(
+        f"[bold]replayed[/] {s['lines']} lines in {s['seconds']} s "
+        f"({s['events_per_second'] or 0:,} events/s); rules {detector.rules.version}, "
+        f"model {detector.model_version or 'none'}"
+    )
     out.print(f"  decisions  {s['decisions']:>10}  -> {output}  ({s['alerts']} alerts)")
     out.print(f"  dead letters {s['dead_letters']:>8}  -> {dlq}  {s['errors'] or ''}")
     if s["blank_lines"]:
         out.print(f"  blank lines {s['blank_lines']:>9}  (not events)")
     if s["upgraded_v1"] or s["newer_versions"]:
-        out.print(f"  schema: {s['upgraded_v1']} v1 upgraded, {s['newer_versions']} newer "
-                  "than v2 read forward-compatibly")
+        out.print(
+            f"  schema: {s['upgraded_v1']} v1 upgraded, {s['newer_versions']} newer "
+            "than v2 read forward-compatibly"
+        )
     if s["unknown_fields"]:
         out.print(f"  [yellow]warning:[/] unknown fields ignored: {s['unknown_fields']}")
     m = s.get("metrics")
     if m:
         table = Table(title="detection quality", show_header=False)
-        for key in ("labelled", "fraud", "precision", "recall", "average_precision", "roc_auc",
-                    "recall_at_1pct_alert_rate"):
+        for key in (
+            "labelled",
+            "fraud",
+            "precision",
+            "recall",
+            "average_precision",
+            "roc_auc",
+            "recall_at_1pct_alert_rate",
+        ):
             value = m.get(key)
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
         out.print(table)
         patterns = Table("pattern", "events", "recall / alert rate")
         for name, row in m.get("per_pattern", {}).items():
-            patterns.add_row(name, str(row["events"]),
-                             f"{row.get('recall', row.get('alert_rate')):.3f}"
-                             + ("" if "recall" in row else " (alert rate)"))
+            patterns.add_row(
+                name,
+                str(row["events"]),
+                f"{row.get('recall', row.get('alert_rate')):.3f}"
+                + ("" if "recall" in row else " (alert rate)"),
+            )
         out.print(patterns)
 
 
@@ -239,7 +279,8 @@ def report(
     decisions: Annotated[Path, typer.Option(help="Decisions from `streamflow replay`")],
     labels: Annotated[Path, typer.Option(help="Labels from `streamflow generate`")],
     output_dir: Annotated[Path, typer.Option(help="Where report.txt and report.png go")] = Path(
-        "report"),
+        "report"
+    ),
 ) -> None:
     """A text summary and a chart (score distribution by label, precision-recall curves)."""
     from streamflow_jobs.report import build_report  # noqa: PLC0415
@@ -256,7 +297,8 @@ def report(
 @app.command()
 def schemas(
     output_dir: Annotated[Path, typer.Option(help="Directory for the JSON Schema files")] = Path(
-        "jobs/schemas"),
+        "jobs/schemas"
+    ),
 ) -> None:
     """Export the JSON Schema of every event contract."""
     from streamflow_jobs.contracts import write_schemas  # noqa: PLC0415

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 from streamflow_jobs.events import CONTRACTS
@@ -12,8 +13,22 @@ from streamflow_jobs.events import CONTRACTS
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 
 
+# The transaction amount is read from a JSON number or a numeric string (see events.Transaction);
+# msgspec would describe a Decimal as a string only.
+_AMOUNT_IN = {
+    "description": "Positive, at most 2 decimals and 12 digits; JSON number or numeric string",
+    "anyOf": [
+        {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 10_000_000_000},
+        {"type": "string", "pattern": r"^(?!0+(\.0+)?$)\d{1,10}(\.\d{1,2})?$"},
+    ],
+}
+
+
 def json_schema(name: str) -> dict[str, Any]:
-    schema = CONTRACTS[name].model_json_schema(mode="validation")
+    schema: dict[str, Any] = msgspec.json.schema(CONTRACTS[name])
+    for definition in schema.get("$defs", {}).values():
+        if definition.get("title", "").startswith("Transaction"):
+            definition["properties"]["amount"] = _AMOUNT_IN
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://streamflow.dev/schemas/{name}.json"
     return schema

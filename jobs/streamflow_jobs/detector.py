@@ -8,53 +8,26 @@ steps so that batch callers can score the model once per batch:
 2. :meth:`Detector.decide_batch` scores the features of many outcomes with the forest at once and
    blends. The state never depends on the ML score, so batching cannot change any decision;
    :meth:`Detector.decide` is the same for a single outcome.
+
+``score = ml_alpha * ml + (1 - ml_alpha) * rules``. The default alpha (0.7) leans on the model,
+which ranks best (docs/benchmarks.md); the rules add their reasons and lift what they confirm. A
+block rule (FR-005, the blacklist) is the exception: like a block list in Stripe Radar, it
+overrides the blend and raises the score to the alert threshold, so a listed customer or store
+always alerts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from streamflow_jobs.events import Reason, Transaction
+from streamflow_jobs.events import FraudDecision, Transaction
 from streamflow_jobs.model.features import FEATURE_NAMES
 from streamflow_jobs.model.forest import ForestScorer, ModelArtifactError
 from streamflow_jobs.rules.config import RulesConfig
 from streamflow_jobs.rules.evaluator import RuleOutcome, RulesEvaluator
 from streamflow_jobs.state import CustomerState
-
-
-@dataclass(slots=True)
-class Decision:
-    transaction: Transaction
-    score: float
-    rules_score: float
-    ml_score: float | None
-    is_alert: bool
-    reasons: list[Reason]
-    rules_version: str
-    model_version: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON shape of :class:`streamflow_jobs.events.FraudDecision` (built without it:
-        constructing a pydantic model per event would cost more than the detection)."""
-        txn = self.transaction
-        return {
-            "transaction_id": txn.transaction_id,
-            "customer_id": txn.customer_id,
-            "store_id": txn.store_id,
-            "amount": str(txn.amount),
-            "event_time": txn.timestamp.isoformat(),
-            "score": self.score,
-            "rules_score": self.rules_score,
-            "ml_score": self.ml_score,
-            "is_alert": self.is_alert,
-            "reasons": [r.model_dump() for r in self.reasons],
-            "rules_version": self.rules_version,
-            "model_version": self.model_version,
-        }
 
 
 class Detector:
@@ -74,15 +47,31 @@ class Detector:
     def evaluate(self, state: CustomerState, txn: Transaction) -> RuleOutcome:
         return self.evaluator.evaluate(state, txn)
 
-    def _blend(self, txn: Transaction, outcome: RuleOutcome, ml: float | None) -> Decision:
-        score = outcome.rules_score if ml is None else (
-            self.alpha * ml + (1 - self.alpha) * outcome.rules_score)
+    def _blend(self, txn: Transaction, outcome: RuleOutcome, ml: float | None) -> FraudDecision:
+        score = (
+            outcome.rules_score
+            if ml is None
+            else (self.alpha * ml + (1 - self.alpha) * outcome.rules_score)
+        )
         score = min(max(score, 0.0), 1.0)
-        return Decision(txn, score, outcome.rules_score, ml,
-                        score >= self.rules.alert_threshold, outcome.reasons,
-                        self.rules.version, self.model_version)
+        if outcome.blocked:
+            score = max(score, self.rules.alert_threshold)
+        return FraudDecision(
+            transaction_id=txn.transaction_id,
+            customer_id=txn.customer_id,
+            store_id=txn.store_id,
+            amount=txn.amount,
+            event_time=txn.timestamp,
+            score=score,
+            rules_score=outcome.rules_score,
+            ml_score=ml,
+            is_alert=score >= self.rules.alert_threshold,
+            reasons=outcome.reasons,
+            rules_version=self.rules.version,
+            model_version=self.model_version,
+        )
 
-    def decide(self, txn: Transaction, outcome: RuleOutcome) -> Decision:
+    def decide(self, txn: Transaction, outcome: RuleOutcome) -> FraudDecision:
         ml = None
         if self.model is not None:
             ml = self.model.calibrate_one(self.model.raw_score_one(outcome.features))
@@ -90,7 +79,7 @@ class Detector:
 
     def decide_batch(
         self, txns: Sequence[Transaction], outcomes: Sequence[RuleOutcome]
-    ) -> list[Decision]:
+    ) -> list[FraudDecision]:
         if self.model is None or not outcomes:
             return [self._blend(t, o, None) for t, o in zip(txns, outcomes, strict=True)]
         ml = self.model.scores(np.array([o.features for o in outcomes], dtype=np.float64))

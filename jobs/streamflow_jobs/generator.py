@@ -131,8 +131,15 @@ class Generator:
         )
 
     # ---- primitives ----------------------------------------------------------------------------
-    def _event(self, t: float, c: Customer, city: int, amount: float, pattern: str,
-               method: str | None = None) -> _Event:
+    def _event(
+        self,
+        t: float,
+        c: Customer,
+        city: int,
+        amount: float,
+        pattern: str,
+        method: str | None = None,
+    ) -> _Event:
         self._seq += 1
         if method is None:
             method = self.rng.choices(c.methods, weights=c.method_weights)[0]
@@ -140,7 +147,7 @@ class Generator:
 
     @staticmethod
     def _at_local_hour(t: float, hour: float, city: int) -> float:
-        """The time on the same (UTC-3) day as ``t`` whose local clock in ``city`` reads ``hour``."""
+        """The time on the UTC-3 day of ``t`` when the local clock in ``city`` reads ``hour``."""
         local_shift = (CITIES[city][3] + 3) * 3600  # the timeline's clock is UTC-3
         return math.floor(t / _DAY) * _DAY + (hour * 3600 - local_shift) % _DAY
 
@@ -190,8 +197,9 @@ class Generator:
             t2 = t + rng.uniform(10, 75) * 60
             out = [home_event, ev(t2, c, far, typical * rng.uniform(1, 4), pattern)]
             if rng.random() < 0.5:
-                out.append(ev(t2 + rng.uniform(5, 30) * 60, c, far,
-                              typical * rng.uniform(1, 4), pattern))
+                out.append(
+                    ev(t2 + rng.uniform(5, 30) * 60, c, far, typical * rng.uniform(1, 4), pattern)
+                )
             return out
         if pattern == "unusual_hour":
             hour = (c.hour_center + 12 + rng.uniform(-2, 2)) % 24
@@ -222,8 +230,9 @@ class Generator:
         out = []
         for _ in range(rng.randint(2, 5)):
             day = (start + rng.uniform(0, stay)) / _DAY
-            out.append(self._event(self._usual_time(c, day), c, dest, self._amount(c),
-                                   "legit_travel"))
+            out.append(
+                self._event(self._usual_time(c, day), c, dest, self._amount(c), "legit_travel")
+            )
         return out
 
     # ---- the whole stream --------------------------------------------------------------------
@@ -238,8 +247,9 @@ class Generator:
         blacklisted: list[Customer] = []
         while n_black > 0 and len(customers) > 1:
             c = customers.pop()
-            c_events = min(n_black, max(1, round(rng.uniform(0.6, 1.4) * cfg.events
-                                                 / len(self.customers))))
+            c_events = min(
+                n_black, max(1, round(rng.uniform(0.6, 1.4) * cfg.events / len(self.customers)))
+            )
             blacklisted.append(c)
             for _ in range(c_events):
                 t = self._usual_time(c, rng.uniform(0, self.days))
@@ -251,7 +261,7 @@ class Generator:
         weights = [share / size for share, size in zip(_FRAUD_MIX, _EPISODE_SIZE, strict=False)]
         while fraud_left > 0:
             pattern = rng.choices(FRAUD_PATTERNS[:-1], weights=weights)[0]
-            episode = [e for e in self._fraud_episode(pattern, rng.choice(customers))]
+            episode = list(self._fraud_episode(pattern, rng.choice(customers)))
             frauds = [e for e in episode if e.pattern != "legit"]
             if len(frauds) > fraud_left:
                 keep = {id(e) for e in frauds[:fraud_left]}
@@ -266,8 +276,11 @@ class Generator:
         for _ in range(int(cfg.events * 0.006)):
             c = rng.choice(customers)
             t = self._usual_time(c, rng.uniform(0.1, 1.0) * self.days)
-            events.append(self._event(t, c, c.home, c.typical_amount * rng.uniform(3, 6),
-                                      "legit_big_purchase"))
+            events.append(
+                self._event(
+                    t, c, c.home, c.typical_amount * rng.uniform(3, 6), "legit_big_purchase"
+                )
+            )
         events = events[: cfg.events]
 
         # Ordinary traffic fills the rest, spread over customers by their rate, away from trips.

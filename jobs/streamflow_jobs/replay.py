@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import msgspec
 import numpy as np
 import orjson
 
-from streamflow_jobs.detector import Decision, Detector
+from streamflow_jobs.detector import Detector
 from streamflow_jobs.events import (
     CURRENT_SCHEMA_VERSION,
     DEAD_LETTER_PAYLOAD_LIMIT,
@@ -111,18 +112,19 @@ def replay(
     alerted: list[bool] = []
     label_ids: list[int] = []
     write, write_dl = output.write, dead_letters.write
+    encode = msgspec.json.Encoder().encode
     path_text = str(source)
     started = datetime.now(UTC)
     clock = _clock()
 
     def flush() -> None:
-        decisions: list[Decision] = detector.decide_batch(txns, outcomes)
+        decisions = detector.decide_batch(txns, outcomes)
         chunk = []
         for d in decisions:
-            chunk.append(orjson.dumps(d.to_dict()))
+            chunk.append(encode(d))
             summary.alerts += d.is_alert
             if labels is not None:
-                label = labels.by_id.get(d.transaction.transaction_id)
+                label = labels.by_id.get(d.transaction_id)
                 if label is not None:
                     scores.append(d.score)
                     alerted.append(d.is_alert)
@@ -145,16 +147,13 @@ def replay(
             if size > MAX_EVENT_BYTES:
                 parsed: Any = ParseFailure(
                     "payload_too_large",
-                    f"event is {size} bytes; the limit is {MAX_EVENT_BYTES} bytes")
+                    f"event is {size} bytes; the limit is {MAX_EVENT_BYTES} bytes",
+                )
             else:
                 parsed = parse_transaction(raw)
             if isinstance(parsed, ParseFailure):
-                letter = dead_letter_for(parsed, raw, SourceRef(kind="file", path=path_text,
-                                                                line=line_no), started)
-                if size > len(raw):  # skimmed: record the true size
-                    letter = letter.model_copy(update={"payload_bytes": size,
-                                                       "payload_truncated": True})
-                write_dl(letter.model_dump_json().encode() + b"\n")
+                source_ref = SourceRef(kind="file", path=path_text, line=line_no)
+                write_dl(encode(dead_letter_for(parsed, raw, source_ref, started, size)) + b"\n")
                 summary.dead_letters += 1
                 summary.errors[parsed.error_type] += 1
                 continue
@@ -181,8 +180,12 @@ def replay(
     summary.customers = len(states)
     summary.seconds = clock()
     if labels is not None:
-        summary.metrics = quality_metrics(np.array(scores), np.array(alerted, dtype=bool),
-                                          np.array(label_ids, dtype=np.int64), labels.names)
+        summary.metrics = quality_metrics(
+            np.array(scores),
+            np.array(alerted, dtype=bool),
+            np.array(label_ids, dtype=np.int64),
+            labels.names,
+        )
     return summary
 
 

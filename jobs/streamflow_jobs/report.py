@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -10,7 +11,7 @@ import orjson
 from streamflow_jobs.replay import Labels, is_fraud_pattern, load_labels
 
 
-def _join(decisions: Path, labels: Labels) -> dict[str, np.ndarray]:
+def _join(decisions: Path, labels: Labels) -> dict[str, np.ndarray[Any, Any]]:
     cols: dict[str, list[float]] = {"score": [], "rules": [], "ml": [], "alert": [], "y": []}
     pattern: list[int] = []
     fraud_ids = {i for i, n in enumerate(labels.names) if is_fraud_pattern(n)}
@@ -45,15 +46,25 @@ def build_report(decisions: Path, labels_path: Path, output_dir: Path) -> str:
     lines = [f"StreamFlow detection report: {decisions.name}", ""]
     lines.append(f"transactions  {len(y):>9}   fraud {int(y.sum())} ({y.mean():.2%})")
     tp = int((alert & y).sum())
-    lines.append(f"alerts        {int(alert.sum()):>9}   precision {tp / max(1, alert.sum()):.3f}"
-                 f"   recall {tp / max(1, y.sum()):.3f}")
+    lines.append(
+        f"alerts        {int(alert.sum()):>9}   precision {tp / max(1, alert.sum()):.3f}"
+        f"   recall {tp / max(1, y.sum()):.3f}"
+    )
     ap = {}
     if 0 < y.sum() < len(y):
         for name in ("score", "rules", "ml"):
             ap[name] = average_precision_score(y, data[name])
-        lines.append("average precision: " + "   ".join(
-            f"{k} {v:.4f}" for k, v in (("blend", ap["score"]), ("rules only", ap["rules"]),
-                                        ("ML only", ap["ml"]))))
+        lines.append(
+            "average precision: "
+            + "   ".join(
+                f"{k} {v:.4f}"
+                for k, v in (
+                    ("blend", ap["score"]),
+                    ("rules only", ap["rules"]),
+                    ("ML only", ap["ml"]),
+                )
+            )
+        )
     lines.append("")
     lines.append(f"{'pattern':<24}{'events':>8}{'alerted':>10}")
     for i, name in enumerate(labels.names):

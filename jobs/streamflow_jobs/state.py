@@ -5,13 +5,12 @@ from :func:`encode_state`; the replay CLI keeps the objects in a dict. Both run 
 
 Encoding (little-endian, ``struct``): a version byte, a fixed block, then the recent event times
 of the velocity window as uint32 millisecond offsets back from the newest. Version 1 lacked the
-payment-method set; it still decodes (the set starts empty). A state is at most
-``1 + 102 + 4 * MAX_RECENT`` bytes (231 today), far under the 1 KiB budget.
+payment-method set and the home centroid; it still decodes (both start empty). A state is at most
+``1 + 122 + 8 + 4 * MAX_RECENT`` bytes (259 today), far under the 1 KiB budget.
 """
 
 from __future__ import annotations
 
-import math
 import struct
 import zlib
 from bisect import insort
@@ -22,9 +21,10 @@ STATE_VERSION = 2
 MAX_RECENT = 32
 _OFFSET_LIMIT = 2**32 - 1
 
-# n, mean, m2 | hour_n, hour_cos, hour_sin | has_geo, lat, lon, geo_ms | payment_mask | count
-_V2_FIXED = struct.Struct("<IddIddBddqIB")
-_V1_FIXED = struct.Struct("<IddIddBddqB")  # as v2 without payment_mask
+# n, mean, m2 | hour_n, hour_cos, hour_sin | has_geo, lat, lon, geo_ms | payment_mask |
+# home_n, home_lat, home_lon | count
+_V2_FIXED = struct.Struct("<IddIddBddqIIddB")
+_V1_FIXED = struct.Struct("<IddIddBddqB")  # v1 had neither payment_mask nor the home centroid
 _NEWEST = struct.Struct("<q")
 _LAYOUTS = {1: _V1_FIXED, 2: _V2_FIXED}
 
@@ -33,7 +33,7 @@ class StateEncodingError(ValueError):
     """Bytes that are not a customer state of a version this code knows."""
 
 
-class CustomerState:
+class CustomerState:  # noqa: PLW1641 - mutable, compared by value, never hashed
     """What the detector remembers about one customer. Mutated in place by the evaluator."""
 
     __slots__ = (
@@ -42,6 +42,9 @@ class CustomerState:
         "amount_n",
         "geo_ms",
         "has_geo",
+        "home_lat",
+        "home_lon",
+        "home_n",
         "hour_cos",
         "hour_n",
         "hour_sin",
@@ -67,26 +70,12 @@ class CustomerState:
         self.geo_ms = 0
         # Payment methods seen, as a 32-bit hashed set.
         self.payment_mask = 0
+        # Running centroid of the customer's located transactions: where they usually are.
+        self.home_n = 0
+        self.home_lat = 0.0
+        self.home_lon = 0.0
         # Event times (ms) inside the velocity window, ascending; at most MAX_RECENT.
         self.recent_ms: list[int] = []
-
-    # ---- amount (Welford) -------------------------------------------------------------------
-    def add_amount(self, x: float) -> None:
-        self.amount_n += 1
-        delta = x - self.amount_mean
-        self.amount_mean += delta / self.amount_n
-        self.amount_m2 += delta * (x - self.amount_mean)
-
-    @property
-    def amount_std(self) -> float:
-        return math.sqrt(self.amount_m2 / (self.amount_n - 1)) if self.amount_n > 1 else 0.0
-
-    # ---- hour of day (circular) -------------------------------------------------------------
-    def add_hour(self, hour: float) -> None:
-        angle = hour * (2 * math.pi / 24)
-        self.hour_n += 1
-        self.hour_cos += math.cos(angle)
-        self.hour_sin += math.sin(angle)
 
     # ---- velocity window --------------------------------------------------------------------
     def add_event_time(self, ms: int, window_ms: int) -> int:
@@ -142,12 +131,19 @@ def encode_state(state: CustomerState, version: int = STATE_VERSION) -> bytes:
     recent = state.recent_ms
     newest = recent[-1] if recent else 0
     values: list[object] = [
-        state.amount_n, state.amount_mean, state.amount_m2,
-        state.hour_n, state.hour_cos, state.hour_sin,
-        state.has_geo, state.lat, state.lon, state.geo_ms,
+        state.amount_n,
+        state.amount_mean,
+        state.amount_m2,
+        state.hour_n,
+        state.hour_cos,
+        state.hour_sin,
+        state.has_geo,
+        state.lat,
+        state.lon,
+        state.geo_ms,
     ]
     if version >= 2:
-        values.append(state.payment_mask)
+        values += [state.payment_mask, state.home_n, state.home_lat, state.home_lon]
     values.append(len(recent))
     head = _LAYOUTS[version].pack(*values)
     offsets = [min(newest - t, _OFFSET_LIMIT) for t in recent]
@@ -168,12 +164,21 @@ def decode_state(data: bytes) -> CustomerState:
     except struct.error as exc:
         raise StateEncodingError(f"truncated v{version} state: {exc}") from exc
     state = CustomerState()
-    (state.amount_n, state.amount_mean, state.amount_m2,
-     state.hour_n, state.hour_cos, state.hour_sin,
-     has_geo, state.lat, state.lon, state.geo_ms) = values[:10]
+    (
+        state.amount_n,
+        state.amount_mean,
+        state.amount_m2,
+        state.hour_n,
+        state.hour_cos,
+        state.hour_sin,
+        has_geo,
+        state.lat,
+        state.lon,
+        state.geo_ms,
+    ) = values[:10]
     state.has_geo = bool(has_geo)
     if version == 2:
-        state.payment_mask = values[10]
+        state.payment_mask, state.home_n, state.home_lat, state.home_lon = values[10:14]
     count = values[-1]
     if count > MAX_RECENT:
         raise StateEncodingError(f"{count} recent events exceed the maximum {MAX_RECENT}")

@@ -1,6 +1,9 @@
 """IsolationForest as a checksummed data artifact, and a scorer that needs no scikit-learn.
 
-The artifact is JSON: metadata plus each tree's node arrays (base64 of little-endian arrays).
+The artifact is JSON: metadata plus each tree's node arrays (base64 of zlib-compressed
+little-endian arrays). Thresholds are stored rounded down to float32, which keeps every comparison
+exact (see below) and halves the size, and leaves store their training sample count, from which
+the path-length correction c(n) is recomputed with scikit-learn's formula.
 Loading it executes nothing (no pickle, no joblib): it is decoded, checked against its SHA-256
 checksum and validated structurally (children point forward, features in range), so a tampered or
 corrupt file is refused with a clear error.
@@ -8,8 +11,7 @@ corrupt file is refused with a clear error.
 Scoring reproduces ``IsolationForest.score_samples``: each tree contributes
 ``depth(leaf) + c(n_samples(leaf)) - 1`` for the leaf a row reaches, the sum over trees is divided
 by ``n_trees * c(max_samples)`` and the anomaly score is ``2 ** -(that)``. Like scikit-learn, rows
-are compared as float32; thresholds are rounded down to float32 once at load time, which keeps
-every comparison exact (no float32 lies between the rounded and the original threshold).
+are compared as float32 (see :func:`round_down_f32` for why float32 thresholds are exact).
 For speed, trees are padded into complete binary trees so that a batch walks all trees at once
 with index arithmetic (``child = 2 * node + 1 + (x > threshold)``).
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +49,7 @@ class Calibration(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    low: float = Field(ge=0, le=1, description="raw score mapped to 0 (training median)")
+    low: float = Field(ge=0, le=1, description="raw score mapped to 0 (a training quantile)")
     high: float = Field(ge=0, le=1, description="raw score mapped to 1 (training top quantile)")
 
 
@@ -56,11 +59,12 @@ class TreeArrays(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     offsets: list[int]
-    children_left: str = Field(description="base64 int16 LE, -1 at leaves")
-    children_right: str = Field(description="base64 int16 LE, -1 at leaves")
-    feature: str = Field(description="base64 uint8, index into features (0 at leaves)")
-    threshold: str = Field(description="base64 float64 LE; split threshold (internal nodes)")
-    leaf_value: str = Field(description="base64 float64 LE; depth + c(n) - 1 (leaves)")
+    node_count: int = Field(ge=1)
+    children_left: str = Field(description="zlib+base64 int16 LE, -1 at leaves")
+    children_right: str = Field(description="zlib+base64 int16 LE, -1 at leaves")
+    feature: str = Field(description="zlib+base64 uint8, index into features (0 at leaves)")
+    threshold: str = Field(description="zlib+base64 float32 LE, split threshold rounded down")
+    n_samples: str = Field(description="zlib+base64 uint16 LE, training samples at each node")
 
 
 class ForestArtifact(BaseModel):
@@ -79,15 +83,19 @@ class ForestArtifact(BaseModel):
     checksum: str
 
 
-def _b64(array: npt.NDArray[Any]) -> str:
-    return base64.b64encode(array.tobytes()).decode("ascii")
+def _pack(array: npt.NDArray[Any]) -> str:
+    return base64.b64encode(zlib.compress(array.tobytes(), 9)).decode("ascii")
 
 
-def _unb64(text: str, dtype: str, count: int, name: str) -> npt.NDArray[Any]:
+def _unpack(text: str, dtype: str, count: int, name: str) -> npt.NDArray[Any]:
     try:
-        raw = base64.b64decode(text, validate=True)
-    except ValueError as exc:
-        raise ModelArtifactError(f"trees.{name}: not base64: {exc}") from exc
+        # Bounded: a decompression bomb cannot expand past the declared size.
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(
+            base64.b64decode(text, validate=True), count * np.dtype(dtype).itemsize + 1
+        )
+    except (ValueError, zlib.error) as exc:
+        raise ModelArtifactError(f"trees.{name}: not zlib+base64 data: {exc}") from exc
     arr = np.frombuffer(raw, dtype=np.dtype(dtype))
     if arr.size != count:
         raise ModelArtifactError(f"trees.{name}: {arr.size} values, expected {count}")
@@ -100,6 +108,17 @@ def payload_checksum(document: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def average_path_length(n: F64) -> F64:
+    """c(n), the mean path length of an unsuccessful BST search (Liu et al.), computed exactly as
+    scikit-learn's ``_average_path_length`` so that scores agree to the last bits."""
+    out = np.zeros_like(n, dtype=np.float64)
+    out[n == 2] = 1.0
+    big = n > 2
+    nb = n[big]
+    out[big] = 2.0 * (np.log(nb - 1.0) + np.euler_gamma) - 2.0 * (nb - 1.0) / nb
+    return out
+
+
 @dataclass(frozen=True)
 class RawTree:
     """One isolation tree in scikit-learn's node layout (feature indices already global)."""
@@ -107,8 +126,18 @@ class RawTree:
     children_left: npt.NDArray[np.int64]
     children_right: npt.NDArray[np.int64]
     feature: npt.NDArray[np.int64]
-    threshold: F64
-    leaf_value: F64
+    threshold: F32  # rounded down to float32 (exact for float32 inputs)
+    n_samples: npt.NDArray[np.int64]
+
+    def leaf_values(self) -> F64:
+        """depth + c(n) - 1 at every node (scikit-learn's per-leaf path length; root depth 1)."""
+        depth = np.zeros(len(self.feature), dtype=np.float64)
+        depth[0] = 1.0
+        for node in range(len(self.feature)):  # children always follow their parent
+            left = self.children_left[node]
+            if left != -1:
+                depth[left] = depth[self.children_right[node]] = depth[node] + 1.0
+        return depth + average_path_length(self.n_samples.astype(np.float64)) - 1.0
 
 
 def build_artifact(
@@ -123,7 +152,10 @@ def build_artifact(
 ) -> dict[str, Any]:
     """Assemble the JSON document (with its checksum and a content-derived version)."""
     offsets = np.cumsum([0] + [len(t.feature) for t in trees[:-1]]).tolist()
-    cat = lambda attr, dtype: np.concatenate([getattr(t, attr) for t in trees]).astype(dtype)  # noqa: E731
+
+    def cat(attr: str, dtype: str) -> str:
+        return _pack(np.concatenate([getattr(t, attr) for t in trees]).astype(dtype))
+
     doc: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -136,11 +168,12 @@ def build_artifact(
         "training": training,
         "trees": {
             "offsets": offsets,
-            "children_left": _b64(cat("children_left", "<i2")),
-            "children_right": _b64(cat("children_right", "<i2")),
-            "feature": _b64(cat("feature", "u1")),
-            "threshold": _b64(cat("threshold", "<f8")),
-            "leaf_value": _b64(cat("leaf_value", "<f8")),
+            "node_count": int(sum(len(t.feature) for t in trees)),
+            "children_left": cat("children_left", "<i2"),
+            "children_right": cat("children_right", "<i2"),
+            "feature": cat("feature", "u1"),
+            "threshold": cat("threshold", "<f4"),
+            "n_samples": cat("n_samples", "<u2"),
         },
     }
     digest = payload_checksum(doc).removeprefix("sha256:")
@@ -207,6 +240,7 @@ class ForestScorer:
         threshold = np.full((n, inner), np.inf, dtype=np.float32)
         leaves = np.zeros((n, 2**depth), dtype=np.float64)
         for t, tree in enumerate(trees):
+            values = tree.leaf_values()
             # (node, slot, level): walk the sklearn tree, placing nodes at level-order slots.
             stack = [(0, 0, 0)]
             while stack:
@@ -218,10 +252,10 @@ class ForestScorer:
                     bottom = slot
                     for _ in range(depth - level):
                         bottom = 2 * bottom + 1
-                    leaves[t, bottom - inner] = tree.leaf_value[node]
+                    leaves[t, bottom - inner] = values[node]
                     continue
                 feature[t, slot] = tree.feature[node]
-                threshold[t, slot] = _round_down_f32(float(tree.threshold[node]))
+                threshold[t, slot] = tree.threshold[node]
                 stack.append((left, 2 * slot + 1, level + 1))
                 stack.append((int(tree.children_right[node]), 2 * slot + 2, level + 1))
         self.depth = depth
@@ -281,11 +315,13 @@ class ForestScorer:
         return self.calibrate(self.raw_scores(x))
 
 
-def _round_down_f32(value: float) -> np.float32:
-    """The largest float32 <= value: comparing float32 x <= value is then exact in float32."""
-    f = np.float32(value)
-    if float(f) > value:
-        f = np.nextafter(f, np.float32(-np.inf))
+def round_down_f32(values: F64) -> F32:
+    """The largest float32 <= each value. For any float32 x, ``x <= value`` and
+    ``x <= round_down_f32(value)`` agree (no float32 lies between the two), so scikit-learn's
+    float64 thresholds can be stored and compared as float32 without changing a single split."""
+    f = values.astype(np.float32)
+    up = f.astype(np.float64) > values
+    f[up] = np.nextafter(f[up], np.float32(-np.inf))
     return f
 
 
@@ -307,22 +343,26 @@ def _decode_trees(artifact: ForestArtifact) -> list[RawTree]:
     offsets = t.offsets
     if len(offsets) != artifact.n_trees or offsets[:1] != [0] or offsets != sorted(set(offsets)):
         raise ModelArtifactError("trees.offsets: must start at 0, increase and list every tree")
-    try:
-        total = len(base64.b64decode(t.feature, validate=True))
-    except ValueError as exc:
-        raise ModelArtifactError(f"trees.feature: not base64: {exc}") from exc
-    left = _unb64(t.children_left, "<i2", total, "children_left").astype(np.int64)
-    right = _unb64(t.children_right, "<i2", total, "children_right").astype(np.int64)
-    feature = _unb64(t.feature, "u1", total, "feature").astype(np.int64)
-    threshold = _unb64(t.threshold, "<f8", total, "threshold")
-    leaf_value = _unb64(t.leaf_value, "<f8", total, "leaf_value")
+    total = t.node_count
+    if offsets[-1] >= total:
+        raise ModelArtifactError("trees.offsets: beyond node_count")
+    left = _unpack(t.children_left, "<i2", total, "children_left").astype(np.int64)
+    right = _unpack(t.children_right, "<i2", total, "children_right").astype(np.int64)
+    feature = _unpack(t.feature, "u1", total, "feature").astype(np.int64)
+    threshold = _unpack(t.threshold, "<f4", total, "threshold")
+    n_samples = _unpack(t.n_samples, "<u2", total, "n_samples").astype(np.int64)
     n_features = len(artifact.features)
     bounds = [*offsets[1:], total]
     trees = []
     for i, (start, end) in enumerate(zip(offsets, bounds, strict=True)):
         size = end - start
-        tree = RawTree(left[start:end], right[start:end], feature[start:end],
-                       threshold[start:end], leaf_value[start:end])
+        tree = RawTree(
+            left[start:end],
+            right[start:end],
+            feature[start:end],
+            threshold[start:end],
+            n_samples[start:end],
+        )
         nodes = np.arange(size)
         internal = tree.children_left != -1
         # Children strictly after their parent and inside the tree: no cycles, walks terminate.
@@ -333,7 +373,6 @@ def _decode_trees(artifact: ForestArtifact) -> list[RawTree]:
             and np.all(tree.children_left[internal] < size)
             and np.all(tree.children_right[internal] < size)
             and np.all(tree.feature[internal] < n_features)
-            and np.all(np.isfinite(tree.leaf_value[~internal]))
             and not np.any(np.isnan(tree.threshold[internal]))
         )
         if not ok:

@@ -12,22 +12,22 @@ import numpy as np
 import numpy.typing as npt
 
 from streamflow_jobs.model.features import FEATURE_NAMES
-from streamflow_jobs.model.forest import Calibration, RawTree, build_artifact
+from streamflow_jobs.model.forest import (
+    Calibration,
+    RawTree,
+    average_path_length,
+    build_artifact,
+    round_down_f32,
+)
 
 N_TREES = 100
-MAX_SAMPLES = 256
-# Raw scores between the training median and this quantile map onto the calibrated [0, 1].
+# 1024 rather than scikit-learn's 256: on the generator's data the forest's average precision
+# rose from 0.78 to 0.90 (trees of depth 10 see rare combinations such as tiny amounts in a burst).
+MAX_SAMPLES = 1024
+# Raw scores between these training quantiles map onto the calibrated [0, 1]: the ordinary 90 %
+# score 0, so the model adds no noise to ordinary traffic, and the top 0.1 % score 1.
+CALIBRATION_LOW_QUANTILE = 0.9
 CALIBRATION_HIGH_QUANTILE = 0.999
-
-
-def _average_path_length(n: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """c(n), the mean path length of an unsuccessful BST search (Liu et al.); as scikit-learn."""
-    out = np.zeros_like(n, dtype=np.float64)
-    out[n == 2] = 1.0
-    big = n > 2
-    nb = n[big]
-    out[big] = 2.0 * (np.log(nb - 1.0) + np.euler_gamma) - 2.0 * (nb - 1.0) / nb
-    return out
 
 
 def train_forest(
@@ -40,8 +40,9 @@ def train_forest(
         raise ValueError(f"expected rows of {len(FEATURE_NAMES)} features, got {features.shape}")
     if features.shape[0] < 2:
         raise ValueError("need at least two transactions to train a model")
-    forest = IsolationForest(n_estimators=N_TREES, max_samples=min(MAX_SAMPLES, len(features)),
-                             random_state=seed)
+    forest = IsolationForest(
+        n_estimators=N_TREES, max_samples=min(MAX_SAMPLES, len(features)), random_state=seed
+    )
     forest.fit(features)
     max_samples = int(forest.max_samples_)
 
@@ -49,26 +50,38 @@ def train_forest(
     for estimator, subset in zip(forest.estimators_, forest.estimators_features_, strict=True):
         t = estimator.tree_
         leaf = t.children_left == -1
-        depth = t.compute_node_depths().astype(np.float64)  # root = 1, as scikit-learn scores
-        value = np.where(leaf, depth + _average_path_length(t.n_node_samples.astype(float)) - 1.0,
-                         0.0)
-        trees.append(RawTree(
-            children_left=t.children_left.astype(np.int64),
-            children_right=t.children_right.astype(np.int64),
-            # The tree indexes its own feature subset; store indices into the full vector.
-            feature=np.where(leaf, 0, np.asarray(subset)[np.maximum(t.feature, 0)]).astype(np.int64),
-            threshold=np.where(leaf, 0.0, t.threshold),
-            leaf_value=value,
-        ))
-    denominator = float(N_TREES * _average_path_length(np.array([float(max_samples)]))[0])
+        trees.append(
+            RawTree(
+                children_left=t.children_left.astype(np.int64),
+                children_right=t.children_right.astype(np.int64),
+                # The tree indexes its own feature subset; store indices into the full vector.
+                feature=np.where(leaf, 0, np.asarray(subset)[np.maximum(t.feature, 0)]).astype(
+                    np.int64
+                ),
+                threshold=round_down_f32(np.where(leaf, 0.0, t.threshold)),
+                n_samples=t.n_node_samples.astype(np.int64),
+            )
+        )
+    denominator = float(N_TREES * average_path_length(np.array([float(max_samples)]))[0])
     raw = -forest.score_samples(features)
     calibration = Calibration(
-        low=float(np.quantile(raw, 0.5)),
+        low=float(np.quantile(raw, CALIBRATION_LOW_QUANTILE)),
         high=float(np.quantile(raw, CALIBRATION_HIGH_QUANTILE)),
     )
     import sklearn  # noqa: PLC0415
 
-    training = {**training, "seed": seed, "rows": int(features.shape[0]),
-                "n_trees": N_TREES, "sklearn": sklearn.__version__}
-    return build_artifact(trees, features=list(FEATURE_NAMES), max_samples=max_samples,
-                          denominator=denominator, calibration=calibration, training=training)
+    training = {
+        **training,
+        "seed": seed,
+        "rows": int(features.shape[0]),
+        "n_trees": N_TREES,
+        "sklearn": sklearn.__version__,
+    }
+    return build_artifact(
+        trees,
+        features=list(FEATURE_NAMES),
+        max_samples=max_samples,
+        denominator=denominator,
+        calibration=calibration,
+        training=training,
+    )

@@ -13,7 +13,9 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Weight = Annotated[float, Field(ge=0, le=1, description="Contribution of this rule to the rules score")]
+Weight = Annotated[
+    float, Field(ge=0, le=1, description="Contribution of this rule to the rules score")
+]
 
 
 class _Rule(BaseModel):
@@ -25,8 +27,13 @@ class _Rule(BaseModel):
 class HighValueRule(_Rule):
     """FR-001: amount far above the customer's running mean."""
 
-    multiplier: float = Field(3.0, gt=1, le=1000, description="Alert when amount > multiplier x mean")
-    min_history: int = Field(5, ge=1, le=10_000, description="Transactions needed before it applies")
+    multiplier: float = Field(
+        3.0, gt=1, le=1000, description="Alert when amount > multiplier x mean"
+    )
+    min_history: int = Field(
+        5, ge=1, le=10_000, description="Transactions needed before it applies"
+    )
+    saturation: float = Field(4.0, gt=1, le=100, description="Full severity at this x threshold")
     weight: Weight = 0.8
 
 
@@ -35,6 +42,7 @@ class VelocityRule(_Rule):
 
     max_count: int = Field(5, ge=1, le=30, description="Alert when the window holds more than this")
     window_seconds: int = Field(600, ge=1, le=86_400)
+    saturation: float = Field(2.0, gt=1, le=100, description="Full severity at this x threshold")
     weight: Weight = 0.7
 
 
@@ -45,6 +53,7 @@ class ImpossibleTravelRule(_Rule):
     min_distance_km: float = Field(
         100.0, ge=0, description="Shorter hops are ignored (GPS jitter, same metro area)"
     )
+    saturation: float = Field(4.0, gt=1, le=100, description="Full severity at this x threshold")
     weight: Weight = 0.9
 
 
@@ -56,6 +65,7 @@ class UnusualHourRule(_Rule):
     min_std_hours: float = Field(
         1.0, gt=0, le=12, description="Floor on the spread, so a creature of habit is not flagged"
     )
+    saturation: float = Field(2.5, gt=1, le=100, description="Full severity at this x threshold")
     weight: Weight = 0.5
 
 
@@ -75,7 +85,7 @@ class RulesConfig(BaseModel):
     version: str = Field("1", min_length=1, max_length=64, description="Recorded on every decision")
     alert_threshold: float = Field(0.7, gt=0, le=1, description="Alert when score >= this")
     ml_alpha: float = Field(
-        0.3, ge=0, le=1, description="score = ml_alpha * ml + (1 - ml_alpha) * rules"
+        0.7, ge=0, le=1, description="score = ml_alpha * ml + (1 - ml_alpha) * rules"
     )
     high_value: HighValueRule = HighValueRule()
     velocity: VelocityRule = VelocityRule()
@@ -85,10 +95,17 @@ class RulesConfig(BaseModel):
 
     @model_validator(mode="after")
     def _some_rule_enabled(self) -> RulesConfig:
-        rules = (self.high_value, self.velocity, self.impossible_travel, self.unusual_hour,
-                 self.blacklist)
+        rules = (
+            self.high_value,
+            self.velocity,
+            self.impossible_travel,
+            self.unusual_hour,
+            self.blacklist,
+        )
         if self.ml_alpha < 1 and not any(r.enabled for r in rules):
-            raise ValueError("every rule is disabled and ml_alpha < 1: nothing could raise an alert")
+            raise ValueError(
+                "every rule is disabled and ml_alpha < 1: nothing could raise an alert"
+            )
         return self
 
     @classmethod
@@ -96,7 +113,8 @@ class RulesConfig(BaseModel):
         """Load from a YAML file; a mapping with the same keys as this model (all optional)."""
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of rule settings, got {type(data).__name__}")
+            kind = type(data).__name__
+            raise ValueError(f"{path}: expected a mapping of rule settings, got {kind}")
         return cls.model_validate(data)
 
     def to_yaml(self) -> str:
