@@ -80,3 +80,20 @@ def test_velocity_window_is_event_time_and_bounded() -> None:
     for t in range(100):
         s.add_event_time(30 * minute + t, 10 * minute)
     assert len(s.recent_ms) == MAX_RECENT
+
+
+def test_field_list_matches_the_class_slots() -> None:
+    """_FIELDS (used by __eq__) must name every slot; read from the source, as the compiled
+    class exposes no __slots__."""
+    import ast  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from streamflow_jobs import state as module  # noqa: PLC0415
+
+    tree = ast.parse(Path(module.__file__).with_suffix(".py").read_text())
+    slots = next(
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "__slots__"
+    )
+    assert set(ast.literal_eval(slots)) == set(module._FIELDS)

@@ -28,7 +28,12 @@ def json_schema(name: str) -> dict[str, Any]:
     schema: dict[str, Any] = msgspec.json.schema(CONTRACTS[name])
     for definition in schema.get("$defs", {}).values():
         if definition.get("title", "").startswith("Transaction"):
-            definition["properties"]["amount"] = _AMOUNT_IN
+            props = definition["properties"]
+            props["amount"] = _AMOUNT_IN
+            # Enforced in Transaction.__post_init__ (cheaper than msgspec's per-field regex).
+            props["currency"]["pattern"] = "^[A-Z]{3}$"
+            for field in ("transaction_id", "customer_id", "store_id"):
+                props[field]["pattern"] = r"\S"
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://streamflow.dev/schemas/{name}.json"
     return schema

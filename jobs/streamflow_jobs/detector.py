@@ -43,6 +43,7 @@ class Detector:
         # Without a model the blend is the rules score alone.
         self.alpha = rules.ml_alpha if model is not None else 0.0
         self.model_version = model.model_version if model is not None else None
+        self.threshold = rules.alert_threshold
 
     def evaluate(self, state: CustomerState, txn: Transaction) -> RuleOutcome:
         return self.evaluator.evaluate(state, txn)
@@ -53,9 +54,8 @@ class Detector:
             if ml is None
             else (self.alpha * ml + (1 - self.alpha) * outcome.rules_score)
         )
-        score = min(max(score, 0.0), 1.0)
-        if outcome.blocked:
-            score = max(score, self.rules.alert_threshold)
+        if outcome.blocked and score < self.threshold:
+            score = self.threshold
         return FraudDecision(
             transaction_id=txn.transaction_id,
             customer_id=txn.customer_id,
@@ -65,7 +65,7 @@ class Detector:
             score=score,
             rules_score=outcome.rules_score,
             ml_score=ml,
-            is_alert=score >= self.rules.alert_threshold,
+            is_alert=score >= self.threshold,
             reasons=outcome.reasons,
             rules_version=self.rules.version,
             model_version=self.model_version,

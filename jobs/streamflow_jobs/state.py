@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from bisect import insort
+from bisect import bisect_left, bisect_right, insort
 
 STATE_VERSION = 2
 # Recent event times kept for the velocity window. The count saturates here, which is enough:
@@ -87,27 +87,27 @@ class CustomerState:  # noqa: PLW1641 - mutable, compared by value, never hashed
         recent = self.recent_ms
         if not recent or ms >= recent[-1]:
             recent.append(ms)
+            in_order = True
         else:
             insort(recent, ms)
-        horizon = recent[-1] - window_ms
-        drop = 0
-        while drop < len(recent) and recent[drop] <= horizon:
-            drop += 1
-        drop = max(drop, len(recent) - MAX_RECENT)
+            in_order = False
+        # Evict what fell out of the window before the newest event, and keep at most MAX_RECENT.
+        drop = bisect_right(recent, recent[-1] - window_ms)
+        overflow = len(recent) - MAX_RECENT
+        drop = max(drop, overflow)
         if drop:
             del recent[:drop]
-        lower = ms - window_ms
-        return sum(1 for t in recent if lower < t <= ms)
+        if in_order:  # the common case: everything kept is inside (ms - window, ms]
+            return len(recent)
+        return bisect_right(recent, ms) - bisect_right(recent, ms - window_ms)
 
     def previous_event_ms(self, ms: int) -> int | None:
         """The latest recorded event time strictly before ``ms`` (None if none is kept)."""
-        best = None
-        for t in self.recent_ms:
-            if t < ms:
-                best = t
-            else:
-                break
-        return best
+        recent = self.recent_ms
+        if recent and recent[-1] < ms:
+            return recent[-1]
+        i = bisect_left(recent, ms)
+        return recent[i - 1] if i else None
 
     # ---- payment methods --------------------------------------------------------------------
     @staticmethod
@@ -117,11 +117,31 @@ class CustomerState:  # noqa: PLW1641 - mutable, compared by value, never hashed
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CustomerState):
             return NotImplemented
-        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+        return all(getattr(self, s) == getattr(other, s) for s in _FIELDS)
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{s}={getattr(self, s)!r}" for s in sorted(self.__slots__))
+        fields = ", ".join(f"{s}={getattr(self, s)!r}" for s in _FIELDS)
         return f"CustomerState({fields})"
+
+
+# The attribute names for __eq__/__repr__ (a mypyc-compiled class has no __slots__ at run time).
+_FIELDS = (
+    "amount_m2",
+    "amount_mean",
+    "amount_n",
+    "geo_ms",
+    "has_geo",
+    "home_lat",
+    "home_lon",
+    "home_n",
+    "hour_cos",
+    "hour_n",
+    "hour_sin",
+    "lat",
+    "lon",
+    "payment_mask",
+    "recent_ms",
+)
 
 
 def encode_state(state: CustomerState, version: int = STATE_VERSION) -> bytes:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from math import asin, atan2, cos, hypot, log, log1p, sin, sqrt  # names: no lookup per call
 
 from streamflow_jobs.events import Reason, Transaction
 from streamflow_jobs.model.features import LOG_FIRST_GAP
@@ -23,7 +24,8 @@ from streamflow_jobs.rules.config import RulesConfig
 from streamflow_jobs.state import CustomerState
 
 EARTH_RADIUS_KM = 6371.0088
-_KM_PER_DEGREE = EARTH_RADIUS_KM * math.pi / 180
+_DEG = math.pi / 180
+_KM_PER_DEGREE = EARTH_RADIUS_KM * _DEG
 _HOUR_TO_RAD = 2 * math.pi / 24
 _RAD_TO_HOUR = 24 / (2 * math.pi)
 # Minimum established history before an unseen payment method counts as "new".
@@ -31,11 +33,11 @@ _PAYMENT_HISTORY = 5
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dphi = p2 - p1
-    dlmb = math.radians(lon2 - lon1)
-    a = math.sin(dphi / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dlmb / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+    p1, p2 = lat1 * _DEG, lat2 * _DEG
+    h1 = sin((p2 - p1) / 2)
+    h2 = sin((lon2 - lon1) * _DEG / 2)
+    a = h1 * h1 + cos(p1) * cos(p2) * h2 * h2
+    return 2 * EARTH_RADIUS_KM * asin(sqrt(a) if a < 1.0 else 1.0)
 
 
 _SEVERITY_AT_THRESHOLD = 0.25
@@ -117,8 +119,10 @@ class RulesEvaluator:
         n, mean = state.amount_n, state.amount_mean
         ratio = amount / mean if n and mean > 0 else 1.0
         if n >= 2:
-            std = max(math.sqrt(state.amount_m2 / (n - 1)), 0.05 * mean, 0.01)
-            amount_z = min(max((amount - mean) / std, -10.0), 50.0)
+            std = sqrt(state.amount_m2 / (n - 1))
+            floor = 0.05 * mean if mean > 0.2 else 0.01
+            amount_z = (amount - mean) / (std if std > floor else floor)
+            amount_z = -10.0 if amount_z < -10.0 else 50.0 if amount_z > 50.0 else amount_z
         else:
             amount_z = 0.0
         established = n >= hv_history
@@ -138,7 +142,8 @@ class RulesEvaluator:
             )
         # Welford, winsorised: an outlier moves the baseline no further than the threshold, so
         # one spike cannot hide the next, while a genuine shift in spending still pulls it along.
-        x = min(amount, mean * multiplier) if established else amount
+        cap = mean * multiplier
+        x = cap if established and amount > cap else amount
         state.amount_n = n + 1
         delta = x - mean
         state.amount_mean = mean = mean + delta / (n + 1)
@@ -162,9 +167,7 @@ class RulesEvaluator:
                     f"{count} transactions within {window_ms // 1000} s (threshold {max_count})",
                 )
             )
-        log_gap = (
-            math.log1p((ms - previous_ms) / 1000) if previous_ms is not None else LOG_FIRST_GAP
-        )
+        log_gap = log1p((ms - previous_ms) / 1000) if previous_ms is not None else LOG_FIRST_GAP
 
         # FR-003 impossible travel, from the last located transaction.
         lat, lon = txn.latitude, txn.longitude
@@ -175,8 +178,8 @@ class RulesEvaluator:
                 # Equirectangular distance to the customer's usual place: a feature, where
                 # city-scale accuracy is plenty and two fewer trig calls matter.
                 dy = lat - state.home_lat
-                dx = (lon - state.home_lon) * math.cos(math.radians(lat))
-                log_home = math.log1p(_KM_PER_DEGREE * math.sqrt(dx * dx + dy * dy))
+                dx = (lon - state.home_lon) * cos(lat * _DEG)
+                log_home = log1p(_KM_PER_DEGREE * sqrt(dx * dx + dy * dy))
             state.home_n = home_n + 1
             state.home_lat += (lat - state.home_lat) / (home_n + 1)
             state.home_lon += (lon - state.home_lon) / (home_n + 1)
@@ -184,7 +187,7 @@ class RulesEvaluator:
                 tr_on, max_speed, min_km, tr_sat, tr_weight = self._tr
                 dist = haversine_km(state.lat, state.lon, lat, lon)
                 hours = abs(ms - state.geo_ms) / 3_600_000
-                speed = dist / max(hours, 1 / 3600)  # one second at the least
+                speed = dist / (hours if hours > 1 / 3600 else 1 / 3600)  # a second at least
                 if tr_on and dist >= min_km and speed > max_speed:
                     sev = _log_severity(speed, max_speed, tr_sat)
                     miss *= 1 - tr_weight * sev
@@ -209,13 +212,19 @@ class RulesEvaluator:
         hn = state.hour_n
         c, s = state.hour_cos, state.hour_sin
         if hn >= uh_history:
-            resultant = min(math.hypot(c, s) / hn, 1.0)
-            spread = math.sqrt(-2 * math.log(resultant)) * _RAD_TO_HOUR if resultant > 0 else 12.0
-            spread = max(spread, min_std)
-            usual = math.atan2(s, c) * _RAD_TO_HOUR
+            resultant = hypot(c, s) / hn
+            if resultant >= 1.0:
+                spread = min_std
+            elif resultant > 0:
+                spread = sqrt(-2 * log(resultant)) * _RAD_TO_HOUR
+                spread = spread if spread > min_std else min_std
+            else:
+                spread = 12.0
+            usual = atan2(s, c) * _RAD_TO_HOUR
             diff = abs(hour - usual) % 24
-            diff = min(diff, 24 - diff)
-            hour_dev = min(diff / spread, 12.0)
+            if diff > 12:
+                diff = 24 - diff
+            hour_dev = diff / spread if diff < 12 * spread else 12.0
             if uh_on and hour_dev > max_devs:
                 sev = _linear_severity(hour_dev, max_devs, uh_sat)
                 miss *= 1 - uh_weight * sev
@@ -232,8 +241,8 @@ class RulesEvaluator:
                 )
         angle = hour * _HOUR_TO_RAD
         state.hour_n = hn + 1
-        state.hour_cos = c + math.cos(angle)
-        state.hour_sin = s + math.sin(angle)
+        state.hour_cos = c + cos(angle)
+        state.hour_sin = s + sin(angle)
 
         # FR-005 blacklist: a block rule.
         bl_on, bl_weight = self._bl
@@ -257,7 +266,7 @@ class RulesEvaluator:
             state.payment_mask = mask | bit
 
         features = (
-            math.log(ratio) if ratio > 0 else 0.0,
+            log(ratio) if ratio > 0 else 0.0,
             amount_z,
             float(count),
             hour_dev,

@@ -1,0 +1,48 @@
+"""Guard for the mypyc-compiled hot path: never run machine code built from an older source.
+
+`make compile` builds extension modules for the files in COMPILED and records the SHA-256 of each
+source here (``_compiled.json``). At import, :func:`check` compares the recorded hashes with the
+sources: if a source changed since, its stale extension module is refused with a clear message
+(run ``make compile``) instead of silently running old logic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+MANIFEST = PACKAGE / "_compiled.json"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check() -> None:
+    if not MANIFEST.exists():
+        return  # nothing compiled: the pure-Python modules run
+    recorded: dict[str, str] = json.loads(MANIFEST.read_text())
+    for relative, digest in recorded.items():
+        source = PACKAGE.parent / relative
+        built = list(source.parent.glob(source.stem + ".cpython-*.so"))
+        if built and (not source.exists() or _digest(source) != digest):
+            raise ImportError(
+                f"{built[0].name} was compiled from an older {relative}: "
+                "run `make compile` (or `make clean` to use the interpreted code)"
+            )
+
+
+def record(sources: list[str]) -> None:
+    MANIFEST.write_text(
+        json.dumps({s: _digest(PACKAGE.parent / s) for s in sources}, indent=2) + "\n"
+    )
+
+
+if __name__ == "__main__":
+    # Run as a script (not `-m`): importing the package would run check() on the old manifest.
+    import sys
+
+    if sys.argv[1:2] == ["--record"]:
+        record(sys.argv[2:])
