@@ -90,7 +90,7 @@ def test_field_list_matches_the_class_slots() -> None:
 
     from streamflow_jobs import state as module  # noqa: PLC0415
 
-    tree = ast.parse(Path(module.__file__).with_suffix(".py").read_text())
+    tree = ast.parse((Path(module.__file__).parent / "state.py").read_text())
     slots = next(
         node.value
         for node in ast.walk(tree)
