@@ -307,6 +307,32 @@ def schemas(
         console.print(f"wrote {path}")
 
 
+@app.command()
+def render(
+    pipeline: Annotated[Path, typer.Argument(help="A FraudPipeline YAML (e.g. config/samples/)")],
+) -> None:
+    """Print the children the operator would apply for a FraudPipeline (a dry run)."""
+    from streamflow_operator.reconcile import render_offline  # noqa: PLC0415
+
+    if not pipeline.is_file():
+        raise _fail(f"file not found: {pipeline}")
+    try:
+        text = render_offline(pipeline.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    sys.stdout.write(text)
+
+
+@app.command()
+def crd(
+    output: Annotated[Path | None, typer.Option(help="Write here; default: crds/")] = None,
+) -> None:
+    """Generate the FraudPipeline CRD from the operator's spec models."""
+    from streamflow_operator.crd import CRD_PATH, write_crd  # noqa: PLC0415
+
+    console.print(f"wrote {write_crd(output or CRD_PATH)}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -215,23 +215,7 @@ class ForestScorer:
 
     @classmethod
     def from_bytes(cls, raw: bytes, source: str = "model") -> ForestScorer:
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ModelArtifactError(f"{source}: not JSON: {exc}") from exc
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ModelArtifactError(f"{source}: not a {FORMAT} artifact")
-        if doc.get("format_version") != FORMAT_VERSION:
-            raise ModelArtifactError(
-                f"{source}: format_version {doc.get('format_version')!r} is not supported "
-                f"(this build reads {FORMAT_VERSION})"
-            )
-        if doc.get("checksum") != payload_checksum(doc):
-            raise ModelArtifactError(f"{source}: checksum mismatch: the file is corrupt or altered")
-        try:
-            artifact = ForestArtifact.model_validate(doc)
-        except ValidationError as exc:
-            raise ModelArtifactError(f"{source}: invalid artifact: {exc}") from exc
+        artifact = verify_artifact(raw, source)
         return cls(artifact, _decode_trees(artifact))
 
     # ---- layout ---------------------------------------------------------------------------
@@ -274,8 +258,9 @@ class ForestScorer:
     def raw_scores(self, x: npt.ArrayLike) -> F64:
         """The anomaly score in (0, 1]: exactly ``-IsolationForest.score_samples(x)``."""
         x32 = self._check(x)
-        if _walk_compiled is not None:
-            depths = _walk_compiled(
+        walk = _compiled_walk()
+        if walk is not None:
+            depths = walk(
                 x32, self._feature, self._threshold, self._leaves, self.n_trees, self.depth
             )
             return np.asarray(2.0 ** (-depths / self._denominator), dtype=np.float64)
@@ -340,13 +325,44 @@ def _walk(x: Any, feature: Any, threshold: Any, leaves: Any, n_trees: int, depth
     return out
 
 
-try:
-    import numba
-except ImportError:  # pragma: no cover - numba is a dependency; scoring still works without it
-    _walk_compiled = None
-else:
-    # Module level, so numba can cache the machine code on disk (closures are not cached).
-    _walk_compiled = numba.njit(cache=True, nogil=True)(_walk)
+_WALK: list[Any] = []
+
+
+def _compiled_walk() -> Any:
+    """numba's compiled _walk, imported on first use (the operator verifies models without it).
+    Compiled from a module-level function, so numba caches the machine code on disk."""
+    if not _WALK:
+        try:
+            import numba  # noqa: PLC0415
+        except ImportError:  # pragma: no cover - numba is a dependency; numpy still scores
+            _WALK.append(None)
+        else:
+            _WALK.append(numba.njit(cache=True, nogil=True)(_walk))
+    return _WALK[0]
+
+
+def verify_artifact(raw: bytes, source: str = "model") -> ForestArtifact:
+    """Decode and check a model artifact (format, checksum, node arrays) without building a
+    scorer: what the operator needs to accept a model, without the scoring path or numba."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ModelArtifactError(f"{source}: not JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ModelArtifactError(f"{source}: not a {FORMAT} artifact")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise ModelArtifactError(
+            f"{source}: format_version {doc.get('format_version')!r} is not supported "
+            f"(this build reads {FORMAT_VERSION})"
+        )
+    if doc.get("checksum") != payload_checksum(doc):
+        raise ModelArtifactError(f"{source}: checksum mismatch: the file is corrupt or altered")
+    try:
+        artifact = ForestArtifact.model_validate(doc)
+    except ValidationError as exc:
+        raise ModelArtifactError(f"{source}: invalid artifact: {exc}") from exc
+    _decode_trees(artifact)  # the structural checks
+    return artifact
 
 
 def round_down_f32(values: F64) -> F32:

@@ -12,6 +12,11 @@ from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+# camelCase in Kubernetes resources (the `rules` section of a FraudPipeline), snake_case in YAML
+# files and Python: both are accepted everywhere.
+_CONFIG = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
 
 Weight = Annotated[
     float, Field(ge=0, le=1, description="Contribution of this rule to the rules score")
@@ -19,7 +24,7 @@ Weight = Annotated[
 
 
 class _Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _CONFIG
 
     enabled: bool = True
 
@@ -80,7 +85,7 @@ class BlacklistRule(_Rule):
 class RulesConfig(BaseModel):
     """Thresholds and weights of FR-001..FR-005 and of the blend with the ML score (FR-006)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _CONFIG
 
     version: str = Field("1", min_length=1, max_length=64, description="Recorded on every decision")
     alert_threshold: float = Field(0.7, gt=0, le=1, description="Alert when score >= this")

@@ -1,0 +1,143 @@
+"""The FraudPipeline CRD, generated from spec.py (``streamflow crd`` writes crds/; a test fails when
+the committed file drifts).
+
+pydantic emits JSON Schema 2020-12; a CRD needs a *structural* OpenAPI v3.0 schema: no $ref, no
+anyOf-with-null (an optional field is simply not required), boolean exclusive bounds, no
+``additionalProperties: false`` (unknown fields are pruned, or refused by ``kubectl --validate``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from streamflow_operator.spec import (
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    FraudPipelineSpec,
+    FraudPipelineStatus,
+)
+
+CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / f"{PLURAL}.{GROUP}.yaml"
+_DROP = {"title", "additionalProperties", "$defs"}
+
+
+def _structural(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_structural(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _structural(merged, defs)
+    if "anyOf" in node:
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        if len(options) == 1:
+            return _structural({**options[0], **rest}, defs)
+        node = {**rest, "anyOf": options}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        # Object defaults are left to the operator (pydantic applies them); scalar defaults stay in
+        # the schema so the apiserver fills them in and `kubectl get -o yaml` shows them.
+        if key in _DROP or (key == "default" and (value is None or isinstance(value, dict))):
+            continue
+        if key == "const":
+            out["enum"] = [value]
+        elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            bound = "minimum" if key == "exclusiveMinimum" else "maximum"
+            out[bound] = value
+            out[key] = True
+        elif key == "properties":
+            out[key] = {name: _structural(v, defs) for name, v in value.items()}
+        else:
+            out[key] = _structural(value, defs)
+    return out
+
+
+def openapi_schema(model: type[Any]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    schema: dict[str, Any] = _structural(raw, raw.get("$defs", {}))
+    return schema
+
+
+def _column(name: str, path: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "type": kind, "jsonPath": path, **extra}
+
+
+def build_crd() -> dict[str, Any]:
+    spec = openapi_schema(FraudPipelineSpec)
+    spec["description"] = "The whole fraud-detection platform, declared once."
+    status = openapi_schema(FraudPipelineStatus)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{PLURAL}.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "streamflow"},
+        },
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": KIND.lower(),
+                "shortNames": ["fp"],
+                "categories": ["streamflow"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        _column("Phase", ".status.phase"),
+                        _column("Ready", '.status.conditions[?(@.type=="Ready")].status'),
+                        _column("Topics", ".status.topicsReady"),
+                        _column("Jobs", ".status.jobsRunning"),
+                        _column("Model", ".status.modelVersion"),
+                        _column("Age", ".metadata.creationTimestamp", "date"),
+                        _column(
+                            "Message", '.status.conditions[?(@.type=="Ready")].message', priority=1
+                        ),
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "FraudPipeline declares Kafka topics, Flink jobs, a "
+                            "PostgreSQL warehouse, Airflow connections and the fraud model.",
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                            "required": ["spec"],
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def crd_yaml() -> str:
+    header = (
+        "# Generated from operator/streamflow_operator/spec.py by `streamflow crd`. Do not edit.\n"
+    )
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)
+
+
+def write_crd(path: Path = CRD_PATH) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(crd_yaml(), encoding="utf-8")
+    return path
