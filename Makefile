@@ -9,7 +9,7 @@ export UV_PYTHON ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3
 DEMO := .demo
 PYTEST_ARGS ?=
 
-.PHONY: help setup compile demo test lint bench schemas model cluster-build clean
+.PHONY: help setup compile demo test lint bench schemas model crd cluster cluster-down cluster-build operator clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -60,8 +60,9 @@ lint: setup  ## ruff (lint + format check) and mypy --strict
 	$(UV) run ruff format --check .
 	$(UV) run mypy jobs/streamflow_jobs operator/streamflow_operator
 
-bench: setup  ## measure quality, throughput, memory; writes docs/benchmarks.md
+bench: setup  ## measure the detector and the operator; writes docs/benchmarks.md
 	$(UV) run python -m streamflow_jobs.bench
+	$(UV) run python -m tests.e2e.bench
 
 schemas: setup  ## regenerate the JSON Schemas of the event contracts
 	$(UV) run streamflow schemas
@@ -69,8 +70,23 @@ schemas: setup  ## regenerate the JSON Schemas of the event contracts
 model: setup  ## retrain the shipped default model (reproducible: seed 7)
 	$(UV) run streamflow train --seed 7 --output jobs/streamflow_jobs/model/default_model.json
 
-cluster-build:  ## build etcd, kube-apiserver, controller manager, scheduler (cached in ~/.cache/streamflow)
-	e2e/cluster/build.sh etcd kube-apiserver kube-controller-manager kube-scheduler
+crd: setup  ## regenerate crds/ from the operator's spec models
+	$(UV) run streamflow crd
+
+cluster-build:  ## build etcd, kube-apiserver, controller manager (cached in ~/.cache/streamflow)
+	e2e/cluster/build.sh etcd kube-apiserver kube-controller-manager
+
+cluster: setup  ## start a local control plane + CRDs; KUBECONFIG=.cluster/kubeconfig
+	e2e/cluster/up.sh
+	@echo "export KUBECONFIG=$(CURDIR)/.cluster/kubeconfig"
+
+cluster-down:  ## stop the local control plane
+	e2e/cluster/down.sh
+
+operator: setup  ## run the operator against $$KUBECONFIG (default: the local cluster)
+	KUBECONFIG=$${KUBECONFIG:-$(CURDIR)/.cluster/kubeconfig} $(UV) run kopf run \
+		-m streamflow_operator.handlers --all-namespaces --standalone \
+		--liveness=http://127.0.0.1:8081/healthz
 
 build:
 	@mkdir -p build

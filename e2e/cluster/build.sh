@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the local control plane's binaries from upstream Go modules, once per pinned version.
-# Usage: e2e/cluster/build.sh [etcd] [kube-apiserver] [kube-controller-manager] [kube-scheduler] [kwok] [helm]
+# Usage: e2e/cluster/build.sh [etcd] [kube-apiserver] [kube-controller-manager] [kube-scheduler]
+#        [kubectl] [kwok] [helm]
 # (no argument: etcd, kube-apiserver, kube-controller-manager)
 # Result: ~/.cache/streamflow/bin/<name>-<version>. Recipe and pitfalls: shared/MISSION.md.
 set -euo pipefail
@@ -30,7 +31,7 @@ build_etcd() {
 # a module that requires k8s.io/kubernetes must pin each of them to v0.<minor>.<patch>.
 k8s_module() {
   local mod="$cache/src/kubernetes-$KUBERNETES_VERSION"
-  if [ ! -f "$mod/.ready" ]; then
+  if [ ! -f "$mod/.ready-with-kubectl" ]; then
     mkdir -p "$mod"
     log "kubernetes $KUBERNETES_VERSION module"
     local staging_version="v0.${KUBERNETES_VERSION#*.}"
@@ -47,9 +48,10 @@ k8s_module() {
       # Each package pinned: without @version, go get upgrades k8s.io/kubernetes to latest.
       go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@v$KUBERNETES_VERSION" \
         "k8s.io/kubernetes/cmd/kube-controller-manager@v$KUBERNETES_VERSION" \
-        "k8s.io/kubernetes/cmd/kube-scheduler@v$KUBERNETES_VERSION" &&
+        "k8s.io/kubernetes/cmd/kube-scheduler@v$KUBERNETES_VERSION" \
+        "k8s.io/kubernetes/cmd/kubectl@v$KUBERNETES_VERSION" &&
       go mod tidy &&
-      touch .ready)
+      touch .ready-with-kubectl)
   fi
   echo "$mod"
 }
@@ -81,7 +83,7 @@ targets=("$@")
 for t in "${targets[@]}"; do
   case "$t" in
     etcd) build_etcd ;;
-    kube-apiserver|kube-controller-manager|kube-scheduler) build_k8s "$t" ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl) build_k8s "$t" ;;
     kwok) build_go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" ;;
     helm) build_go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" ;;
     *) echo "unknown component: $t" >&2; exit 2 ;;

@@ -8,6 +8,7 @@ source "$root/config/versions.env"
 kubeconfig=${1:-$root/.cluster/kubeconfig}
 cache=${STREAMFLOW_CACHE:-$HOME/.cache/streamflow}
 out="$cache/crds"
+[ -x "$cache/path/kubectl" ] && export PATH="$cache/path:$PATH"
 mkdir -p "$out"
 k() { kubectl --kubeconfig "$kubeconfig" "$@"; }
 
@@ -20,7 +21,8 @@ if [ ! -f "$jar" ]; then
 fi
 flink="$out/flinkdeployments-$FLINK_OPERATOR_API_VERSION.yaml"
 if [ ! -f "$flink" ]; then
-  unzip -p "$jar" META-INF/fabric8/flinkdeployments.flink.apache.org-v1.yml |
+  python3 -c 'import sys, zipfile; sys.stdout.write(zipfile.ZipFile(sys.argv[1]).read(
+    "META-INF/fabric8/flinkdeployments.flink.apache.org-v1.yml").decode())' "$jar" |
     python3 "$root/e2e/cluster/extend_flink_versions.py" > "$flink.tmp" && mv "$flink.tmp" "$flink"
 fi
 

@@ -12,6 +12,12 @@ etcd_port=${STREAMFLOW_ETCD_PORT:-23790}
 api_port=${STREAMFLOW_API_PORT:-26443}
 kubeconfig="$dir/kubeconfig"
 log() { printf '[cluster] %s\n' "$*" >&2; }
+# kubectl from the machine, else built from the same Kubernetes module (cached).
+if ! command -v kubectl >/dev/null 2>&1; then
+  "$root/e2e/cluster/build.sh" kubectl
+  mkdir -p "$cache/path" && ln -sf "$cache/bin/kubectl-$KUBERNETES_VERSION" "$cache/path/kubectl"
+  export PATH="$cache/path:$PATH"
+fi
 
 ready() { kubectl --kubeconfig "$kubeconfig" get --raw /readyz >/dev/null 2>&1; }
 if [ -f "$kubeconfig" ] && ready; then log "already running ($kubeconfig)"; exit 0; fi

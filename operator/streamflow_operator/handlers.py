@@ -9,6 +9,7 @@ changes are picked up without watching every child kind. Run with:
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -18,10 +19,11 @@ import kopf
 
 from streamflow_operator import metrics
 from streamflow_operator.reconcile import Reconciler, SpecError
+from streamflow_operator.render import LABEL_PIPELINE
 from streamflow_operator.spec import GROUP, PLURAL, VERSION
 from streamflow_operator.status import build_status
 
-RESYNC_SECONDS = float(os.environ.get("STREAMFLOW_RESYNC_SECONDS", "30"))
+RESYNC_SECONDS = float(os.environ.get("STREAMFLOW_RESYNC_SECONDS", "10"))
 RESOURCE = (GROUP, VERSION, PLURAL)
 
 
@@ -48,13 +50,22 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         start_http_server(port)
 
 
-def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger) -> None:
+def _reconcile(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    indexes: dict[str, Any] | None = None,
+    prune: bool = True,
+) -> None:
     started = time.perf_counter()
     old = dict(body.get("status") or {})
     generation = body["metadata"].get("generation", 0)
     key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
     try:
-        observation = memo.reconciler.reconcile(dict(body))
+        observation = memo.reconciler.reconcile(
+            dict(body), prune=prune, cache=_children_cache(body, indexes)
+        )
     except SpecError as exc:
         metrics.RECONCILIATIONS.labels(result="invalid").inc()
         metrics.record_phase(key, "Stalled")
@@ -102,22 +113,91 @@ def _invalid_status(message: str, generation: int, old: dict[str, Any]) -> dict[
     }
 
 
+# ---- the children cache: kopf indexes fed by watches (an informer cache) --------------------
+# Only the kinds whose status we read, plus ConfigMaps (metadata only: the model is large).
+def _essence(body: kopf.Body, metadata_only: bool = False) -> dict[str, Any]:
+    keep = (
+        ("apiVersion", "kind", "metadata")
+        if metadata_only
+        else ("apiVersion", "kind", "metadata", "spec", "status")
+    )
+    return {k: copy.deepcopy(body[k]) for k in keep if k in body}
+
+
+_CHILD_LABELS = {LABEL_PIPELINE: kopf.PRESENT}
+
+
+@kopf.index("kafka.strimzi.io", "v1", "kafkatopics", labels=_CHILD_LABELS)
+def topics_idx(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
+    return {labels[LABEL_PIPELINE]: _essence(body)}
+
+
+@kopf.index("flink.apache.org", "v1beta1", "flinkdeployments", labels=_CHILD_LABELS)
+def flink_idx(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
+    return {labels[LABEL_PIPELINE]: _essence(body)}
+
+
+@kopf.index("postgresql.cnpg.io", "v1", "clusters", labels=_CHILD_LABELS)
+def clusters_idx(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
+    return {labels[LABEL_PIPELINE]: _essence(body)}
+
+
+@kopf.index("postgresql.cnpg.io", "v1", "databases", labels=_CHILD_LABELS)
+def databases_idx(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
+    return {labels[LABEL_PIPELINE]: _essence(body)}
+
+
+@kopf.index("batch", "v1", "jobs", labels=_CHILD_LABELS)
+def jobs_idx(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
+    return {labels[LABEL_PIPELINE]: _essence(body)}
+
+
+@kopf.index("", "v1", "configmaps", labels=_CHILD_LABELS)
+def configmaps_idx(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
+    return {labels[LABEL_PIPELINE]: _essence(body, metadata_only=True)}
+
+
+_INDEXES = (
+    "topics_idx",
+    "flink_idx",
+    "clusters_idx",
+    "databases_idx",
+    "jobs_idx",
+    "configmaps_idx",
+)
+
+
+def _children_cache(body: kopf.Body, indexes: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not indexes:
+        return None
+    label = f"{body['metadata']['namespace']}.{body['metadata']['name']}"
+    cache = {}
+    for index in indexes.values():
+        for obj in index.get(label, []):
+            md = obj["metadata"]
+            cache[f"{obj['kind']}/{md.get('namespace', '')}/{md['name']}"] = obj
+    return cache
+
+
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE, retries=20, backoff=2)
 @kopf.on.update(*RESOURCE, field="spec", retries=20, backoff=2)
 def reconcile(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
 ) -> None:
-    _reconcile(body, patch, memo, logger)
+    # A new pipeline has no leftovers to prune; an update or a restart may.
+    _reconcile(body, patch, memo, logger, prune=kwargs.get("reason") != "create")
 
 
 @kopf.timer(*RESOURCE, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 def resync(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
 ) -> None:
-    """Re-observe: restores drifted or deleted children and follows their status."""
+    """Re-observe: restores drifted or deleted children and follows their status. Cheap when
+    nothing changed: children are read from the watch-fed cache, not from the apiserver."""
     try:
-        _reconcile(body, patch, memo, logger)
+        indexes = {name: kwargs[name] for name in _INDEXES if name in kwargs}
+        _reconcile(body, patch, memo, logger, indexes=indexes, prune=False)
     except (kopf.PermanentError, kopf.TemporaryError) as exc:
         logger.info("resync: %s", exc)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -27,6 +28,7 @@ from streamflow_operator.render.postgres import app_secret_name
 from streamflow_operator.spec import FraudPipelineSpec
 
 FIELD_MANAGER = "streamflow-operator"
+_FLINK = ("flink.apache.org/v1beta1", "FlinkDeployment")
 log = logging.getLogger("streamflow.reconcile")
 
 # Kinds we create, by component, for pruning and health reads.
@@ -63,7 +65,9 @@ class ModelInfo:
     error: str | None = None  # a permanent problem with the model (stalls the pipeline)
 
 
+@functools.cache
 def builtin_model() -> ModelInfo:
+    """The model shipped in the package, verified once per process (it cannot change)."""
     raw = DEFAULT_MODEL_PATH.read_bytes()
     artifact = verify_artifact(raw, source="built-in model")
     return ModelInfo(raw, artifact.model_version, artifact.checksum)
@@ -147,6 +151,8 @@ class Reconciler:
 
         self.dynamic = DynamicClient(api_client)
         self._resources: dict[tuple[str, str], Any] = {}
+        # child key -> (checksum of the manifest we applied, resourceVersion it produced)
+        self._applied: dict[str, tuple[str, str | None]] = {}
 
     def resource(self, api_version: str, kind: str) -> Any:
         key = (api_version, kind)
@@ -219,23 +225,27 @@ class Reconciler:
         )
         return verify_model(raw, f"ConfigMap {namespace}/{name}", spec.model.version)
 
-    def reconcile(self, body: dict[str, Any]) -> Observation:
-        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+    def reconcile(
+        self, body: dict[str, Any], prune: bool = True, cache: dict[str, Manifest] | None = None
+    ) -> Observation:
+        """One pass. ``cache`` holds the live children as the operator's watches see them (kopf
+        indexes, like controller-runtime's informer cache): a child is applied only when it is
+        missing, its rendered manifest changed, or it changed since our last apply (drift, or a
+        status update); otherwise its cached copy is read. Without a cache every child is
+        applied and read back from the apply response. Listing for leftovers to prune
+        (``prune``) is done on spec events, not on every resync."""
+        from streamflow_operator.render.flink import build_flink_deployments  # noqa: PLC0415
+        from streamflow_operator.status import dependencies_ready  # noqa: PLC0415
 
         md = body["metadata"]
         name, namespace = md["name"], md["namespace"]
         spec = parse_spec(body.get("spec") or {})
         model = self.observe_model(spec, namespace)
         obs = Observation(spec=spec, model=model)
-
         secret = self.get("v1", "Secret", app_secret_name(spec, Meta(name, namespace)), namespace)
         uri = None
         if secret is not None and "uri" in (secret.get("data") or {}):
             uri = base64.b64decode(secret["data"]["uri"]).decode()
-
-        # Dependencies of the Flink jobs, read from the children as they are now.
-        from streamflow_operator.status import dependencies_ready  # noqa: PLC0415
-
         meta = Meta(
             name=name,
             namespace=namespace,
@@ -244,39 +254,63 @@ class Reconciler:
             model_json=model.json,
             model_version=model.version,
         )
-        planned = render_all(spec, meta)
-        current = {
-            child_key(c): c for c in self.owned(meta.pipeline_label, self._namespaces(spec, meta))
+
+        # Everything but the Flink jobs first; their health decides whether the jobs may run.
+        planned = [m for m in render_all(spec, meta) if m["kind"] != "FlinkDeployment"]
+        live = {
+            child_key(m): obj for m in planned if (obj := self._apply(m, obs, cache)) is not None
         }
-        ready, waiting = dependencies_ready(planned, current)
-        obs.dependencies_ready, obs.waiting_for = ready and model.error is None, waiting
-        meta = Meta(
-            name=name,
-            namespace=namespace,
-            uid=md.get("uid", ""),
-            app_secret_uri=uri,
-            model_json=model.json,
-            model_version=model.version,
-            dependencies_ready=obs.dependencies_ready,
+        ready, obs.waiting_for = dependencies_ready(planned, live)
+        # Once started, a job keeps running through a transient hiccup of a dependency.
+        started = ready or any(
+            ((self.get(*_FLINK, f"{name}-{job}", namespace) or {}).get("spec") or {})
+            .get("job", {})
+            .get("state")
+            == "running"
+            for job in ("transaction-processor", "fraud-detector", "realtime-aggregator")
         )
-        planned = render_all(spec, meta)
-
-        for manifest in planned:
-            key = child_key(manifest)
-            try:
-                obs.children.append(self.apply(manifest))
-            except ApiException as exc:
-                message = _api_message(exc)
-                obs.apply_errors[key] = message
-                if exc.status in (400, 404, 422):  # invalid or kind not served: retrying won't help
-                    obs.permanent_errors[key] = message
-                log.warning("apply %s failed: %s", key, message)
-        wanted = {child_key(m) for m in planned}
-        for key, obj in current.items():
-            if key not in wanted:
-                log.info("deleting %s: no longer part of the pipeline", key)
-                self.delete(obj)
+        obs.dependencies_ready = started and model.error is None
+        flink = build_flink_deployments(
+            spec, replace(meta, dependencies_ready=obs.dependencies_ready)
+        )
+        for manifest in flink:
+            self._apply(manifest, obs, cache)
+        if prune:
+            wanted = {child_key(m) for m in planned + flink}
+            for obj in self.owned(meta.pipeline_label, self._namespaces(spec, meta)):
+                if child_key(obj) not in wanted:
+                    log.info("deleting %s: no longer part of the pipeline", child_key(obj))
+                    self.delete(obj)
         return obs
+
+    def _apply(
+        self, manifest: Manifest, obs: Observation, cache: dict[str, Manifest] | None = None
+    ) -> Manifest | None:
+        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+        from streamflow_operator.render import checksum  # noqa: PLC0415
+
+        key = child_key(manifest)
+        rendered = checksum(manifest)
+        cached = cache.get(key) if cache is not None else None
+        if cached is not None and self._applied.get(key) == (
+            rendered,
+            cached["metadata"].get("resourceVersion"),
+        ):
+            obs.children.append(cached)  # unchanged since our apply: nothing to correct
+            return cached
+        try:
+            live = self.apply(manifest)
+        except ApiException as exc:
+            message = _api_message(exc)
+            obs.apply_errors[key] = message
+            if exc.status in (400, 404, 422):  # invalid or kind not served: retrying won't help
+                obs.permanent_errors[key] = message
+            log.warning("apply %s failed: %s", key, message)
+            return None
+        self._applied[key] = (rendered, live["metadata"].get("resourceVersion"))
+        obs.children.append(live)
+        return live
 
     def _namespaces(self, spec: FraudPipelineSpec, meta: Meta) -> set[str]:
         return {meta.namespace, kafka_namespace(spec, meta), airflow_namespace(spec, meta)}

@@ -1,0 +1,218 @@
+"""The operator against a real control plane (etcd + kube-apiserver + controller manager).
+
+One cluster and one `kopf run` operator process serve the whole session; each test works in its
+own namespaces. Children's statuses are written by the tests, standing in for Strimzi, the Flink
+operator and CloudNativePG (none of which runs here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER_DIR = ROOT / ".cluster"
+KUBECONFIG = CLUSTER_DIR / "kubeconfig"
+SAMPLE = yaml.safe_load((ROOT / "config/samples/fraudpipeline.yaml").read_text())
+T = TypeVar("T")
+
+
+def wait_for(
+    check: Callable[[], T | None], timeout: float = 20.0, what: str = "", interval: float = 0.2
+) -> T:
+    """Poll ``check`` until it returns something truthy (like `kubectl wait`), or fail."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Path]:
+    started = subprocess.run(
+        [str(ROOT / "e2e/cluster/up.sh")], check=False, capture_output=True, text=True
+    )
+    if started.returncode != 0:
+        pytest.fail(f"control plane did not start:\n{started.stderr[-3000:]}")
+    os.environ["KUBECONFIG"] = str(KUBECONFIG)
+    yield KUBECONFIG
+    if "already running" not in started.stderr:
+        subprocess.run([str(ROOT / "e2e/cluster/down.sh")], check=False, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def api(cluster: Path) -> Any:
+    from kubernetes import client, config  # noqa: PLC0415
+
+    config.load_kube_config(str(cluster))
+    return client.ApiClient()
+
+
+class Operator:
+    def __init__(self, kubeconfig: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = CLUSTER_DIR / "logs" / "operator.log"
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "STREAMFLOW_RESYNC_SECONDS": "2",
+            "STREAMFLOW_METRICS_PORT": "18080",
+        }
+        self.process = subprocess.Popen(
+            [
+                "uv",
+                "run",
+                "--no-sync",
+                "kopf",
+                "run",
+                "-m",
+                "streamflow_operator.handlers",
+                "--all-namespaces",
+                "--standalone",
+                "--liveness=http://127.0.0.1:18081/healthz",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        import urllib.request  # noqa: PLC0415
+
+        wait_for(
+            lambda: urllib.request.urlopen("http://127.0.0.1:18081/healthz", timeout=1),
+            timeout=60,
+            what="operator liveness",
+        )
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Path) -> Iterator[Operator]:
+    op = Operator(cluster)
+    op.start()
+    yield op
+    op.stop()
+
+
+class Kube:
+    """Small helpers over the dynamic client, for tests."""
+
+    def __init__(self, api: Any) -> None:
+        from kubernetes.dynamic import DynamicClient  # noqa: PLC0415
+
+        self.dyn = DynamicClient(api)
+
+    def res(self, api_version: str, kind: str) -> Any:
+        return self.dyn.resources.get(api_version=api_version, kind=kind)
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        from kubernetes.dynamic.exceptions import NotFoundError  # noqa: PLC0415
+
+        try:
+            return dict(self.res(api_version, kind).get(name=name, namespace=namespace).to_dict())
+        except NotFoundError:
+            return None
+
+    def list(self, api_version: str, kind: str, namespace: str) -> list[dict[str, Any]]:
+        return [i.to_dict() for i in self.res(api_version, kind).get(namespace=namespace).items]
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        ns = body["metadata"].get("namespace")
+        return dict(
+            self.res(body["apiVersion"], body["kind"]).create(body=body, namespace=ns).to_dict()
+        )
+
+    def patch_status(
+        self, api_version: str, kind: str, name: str, namespace: str, status: dict[str, Any]
+    ) -> None:
+        self.res(api_version, kind).status.patch(
+            body={"status": status},
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+        )
+
+    def patch(
+        self, api_version: str, kind: str, name: str, namespace: str, body: dict[str, Any]
+    ) -> None:
+        self.res(api_version, kind).patch(
+            body=body, name=name, namespace=namespace, content_type="application/merge-patch+json"
+        )
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str) -> None:
+        self.res(api_version, kind).delete(name=name, namespace=namespace)
+
+    def namespace(self, name: str) -> None:
+        from kubernetes.dynamic.exceptions import ConflictError  # noqa: PLC0415
+
+        with contextlib.suppress(ConflictError):
+            self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
+
+@pytest.fixture(scope="session")
+def kube(api: Any) -> Kube:
+    return Kube(api)
+
+
+def pipeline(
+    name: str, namespace: str, kafka_ns: str, airflow_ns: str, **spec_changes: Any
+) -> dict[str, Any]:
+    """The sample FraudPipeline, moved to the test's namespaces, using the built-in model."""
+    body = copy.deepcopy(SAMPLE)
+    body["metadata"] = {"name": name, "namespace": namespace}
+    spec = body["spec"]
+    spec["kafka"]["namespace"] = kafka_ns
+    spec["airflow"]["namespace"] = airflow_ns
+    spec["postgres"]["clusterName"] = f"{name}-pg"
+    spec["model"] = {}
+    spec.update(spec_changes)
+    return body
+
+
+@pytest.fixture
+def namespaces(kube: Kube) -> Iterator[tuple[str, str, str]]:
+    """Fresh namespaces per test, deleted afterwards (the operator finalizes the pipelines),
+    so one test's pipelines do not load the operator during the next."""
+    suffix = uuid.uuid4().hex[:6]
+    names = (f"fp-{suffix}", f"kafka-{suffix}", f"airflow-{suffix}")
+    for n in names:
+        kube.namespace(n)
+    yield names
+    for n in names:
+        with contextlib.suppress(Exception):
+            kube.res("v1", "Namespace").delete(name=n)
