@@ -174,9 +174,14 @@ def test_rules_config_yaml_round_trip(tmp_path) -> None:  # type: ignore[no-unty
         {"velocity": {"max_count": 0}},
         {"high_value": {"multiplier": 1}},
         {"unknown": 1},
-        {"velocity": {"windowSeconds": 5}},
+        {"velocity": {"window": 5}},
     ],
 )
 def test_rules_config_rejects_bad_values(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         RulesConfig.model_validate(bad)
+
+
+def test_rules_config_accepts_camel_case_as_in_the_crd() -> None:
+    rules = RulesConfig.model_validate({"velocity": {"windowSeconds": 300}, "mlAlpha": 0.5})
+    assert rules.velocity.window_seconds == 300 and rules.ml_alpha == 0.5

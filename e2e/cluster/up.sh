@@ -25,6 +25,15 @@ if [ -f "$kubeconfig" ] && ready; then log "already running ($kubeconfig)"; exit
 "$root/e2e/cluster/build.sh" etcd kube-apiserver kube-controller-manager
 bin="$cache/bin"
 "$root/e2e/cluster/down.sh" >/dev/null 2>&1 || true
+
+# Another cluster (a developer's, another checkout's) may hold the default ports: take free ones.
+busy() { python3 -c 'import socket, sys; s = socket.socket(); sys.exit(0 if s.connect_ex(("127.0.0.1", int(sys.argv[1]))) == 0 else 1)' "$1"; }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+if busy "$api_port"; then api_port=$(free_port); log "default API port busy: using $api_port"; fi
+if busy "$etcd_port" || busy "$((etcd_port + 1))"; then
+  etcd_port=$(free_port); while busy "$((etcd_port + 1))"; do etcd_port=$(free_port); done
+  log "default etcd ports busy: using $etcd_port"
+fi
 mkdir -p "$dir/pki" "$dir/logs"
 rm -rf "$dir/etcd"
 pki="$dir/pki"

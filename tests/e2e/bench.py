@@ -49,7 +49,9 @@ def main() -> None:
 
     from kubernetes import client, config  # noqa: PLC0415
 
-    subprocess.run([str(ROOT / "e2e/cluster/up.sh")], check=True)
+    started = subprocess.run(
+        [str(ROOT / "e2e/cluster/up.sh")], check=True, text=True, stderr=subprocess.PIPE
+    )
     os.environ["KUBECONFIG"] = str(KUBECONFIG)
     config.load_kube_config(str(KUBECONFIG))
     kube = Kube(client.ApiClient())
@@ -113,6 +115,8 @@ def main() -> None:
         rss = rss_mb(op.process.pid) if op.process else float("nan")
     finally:
         op.stop()
+        if "already running" not in started.stderr:  # leave a cluster we did not start
+            subprocess.run([str(ROOT / "e2e/cluster/down.sh")], check=False)
     rows = [
         (
             "kubectl apply -> all 11 children created (median / max of 5)",
