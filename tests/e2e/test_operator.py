@@ -428,3 +428,20 @@ def test_invalid_specs_are_rejected_by_the_apiserver(
     message = orjson.loads(raised.value.body)["message"]
     assert raised.value.status == 422, message
     assert field in message, message
+
+
+def test_metrics_and_liveness_are_served(
+    operator: Operator, kube: Kube, namespaces: tuple[str, str, str]
+) -> None:
+    import urllib.request  # noqa: PLC0415
+
+    ns, kafka_ns, airflow_ns = namespaces
+    kube.create(pipeline("metered", ns, kafka_ns, airflow_ns))
+    wait_for(lambda: children_exist(kube, "metered", ns, kafka_ns), what="children")
+    with urllib.request.urlopen("http://127.0.0.1:18081/healthz", timeout=5) as live:
+        assert live.status == 200
+    with urllib.request.urlopen("http://127.0.0.1:18080/metrics", timeout=5) as response:
+        text = response.read().decode()
+    assert 'streamflow_reconciliations_total{result="ok"}' in text
+    assert "streamflow_reconcile_duration_seconds_bucket" in text
+    assert 'streamflow_pipelines{phase="Progressing"}' in text
