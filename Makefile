@@ -29,6 +29,7 @@ help:  ## list the targets
 # (extension modules win over .py); jobs/streamflow_jobs/_compiled.py refuses a stale build.
 COMPILED := streamflow_jobs/state.py streamflow_jobs/rules/evaluator.py
 jobs/streamflow_jobs/.compiled: .venv/.synced $(addprefix jobs/,$(COMPILED)) | build
+	find jobs -name '*.cpython-*.so' -delete
 	cd jobs && ../.venv/bin/python -m mypyc $(COMPILED) > ../build/mypyc.log 2>&1 || \
 		{ cat ../build/mypyc.log; exit 1; }
 	.venv/bin/python jobs/streamflow_jobs/_compiled.py --record $(COMPILED)
@@ -76,8 +77,8 @@ crd: setup  ## regenerate crds/ from the operator's spec models
 cluster-build:  ## build etcd, kube-apiserver, controller manager (cached in ~/.cache/streamflow)
 	e2e/cluster/build.sh etcd kube-apiserver kube-controller-manager
 
-cluster: setup  ## start a local control plane + CRDs; KUBECONFIG=.cluster/kubeconfig
-	e2e/cluster/up.sh
+cluster: setup  ## start a local control plane (+ scheduler, kwok node) and CRDs
+	STREAMFLOW_CLUSTER_NODES=1 e2e/cluster/up.sh
 	@echo "export KUBECONFIG=$(CURDIR)/.cluster/kubeconfig"
 
 cluster-down:  ## stop the local control plane

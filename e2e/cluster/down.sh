@@ -2,7 +2,7 @@
 # Stop what e2e/cluster/up.sh started (its data stays in .cluster/ until `make clean`).
 root=$(cd "$(dirname "$0")/../.." && pwd)
 dir=${STREAMFLOW_CLUSTER_DIR:-$root/.cluster}
-for name in kube-controller-manager kube-scheduler kube-apiserver etcd; do
+for name in kwok kube-controller-manager kube-scheduler kube-apiserver etcd; do
   pidfile="$dir/$name.pid"
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")

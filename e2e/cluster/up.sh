@@ -51,18 +51,20 @@ EXT
     -out "$pki/serving.csr" 2>/dev/null
   openssl x509 -req -in "$pki/serving.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
     -CAcreateserial -days 365 -extfile "$pki/serving.ext" -out "$pki/serving.crt" 2>/dev/null
-  client() {  # name CN O
-    openssl req -newkey rsa:2048 -nodes -subj "/CN=$2${3:+/O=$3}" -keyout "$pki/$1.key" \
-      -out "$pki/$1.csr" 2>/dev/null
-    printf 'extendedKeyUsage=clientAuth\n' > "$pki/client.ext"
-    openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
-      -days 365 -extfile "$pki/client.ext" -out "$pki/$1.crt" 2>/dev/null
-  }
-  client admin streamflow-admin system:masters
-  client controller-manager system:kube-controller-manager
   openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 fi
+
+client() {  # name CN O
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$2${3:+/O=$3}" -keyout "$pki/$1.key" \
+    -out "$pki/$1.csr" 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth\n' > "$pki/client.ext"
+  openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 365 -extfile "$pki/client.ext" -out "$pki/$1.crt" 2>/dev/null
+}
+[ -f "$pki/admin.crt" ] || client admin streamflow-admin system:masters
+[ -f "$pki/controller-manager.crt" ] || client controller-manager system:kube-controller-manager
+[ -f "$pki/scheduler.crt" ] || client scheduler system:kube-scheduler
 
 kubeconfig_for() {  # file user
   cat > "$1" <<KC
@@ -82,6 +84,7 @@ KC
 }
 kubeconfig_for "$kubeconfig" admin
 kubeconfig_for "$dir/controller-manager.kubeconfig" controller-manager
+kubeconfig_for "$dir/scheduler.kubeconfig" scheduler
 
 log "etcd $ETCD_VERSION"
 nohup "$bin/etcd-$ETCD_VERSION" --data-dir "$dir/etcd" --unsafe-no-fsync \
@@ -110,9 +113,37 @@ nohup "$bin/kube-controller-manager-$KUBERNETES_VERSION" \
   --kubeconfig "$dir/controller-manager.kubeconfig" --leader-elect=false \
   --use-service-account-credentials --service-account-private-key-file "$pki/sa.key" \
   --root-ca-file "$pki/ca.crt" --bind-address 127.0.0.1 --secure-port 0 \
-  --controllers "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-route" \
+  --controllers "*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route" \
   > "$dir/logs/kube-controller-manager.log" 2>&1 &
 echo $! > "$dir/kube-controller-manager.pid"
+
+# Optional (STREAMFLOW_CLUSTER_NODES=1, set by `make cluster`): a scheduler and kwok with one fake
+# node, so Deployments and Jobs get pods that become Ready (used to install Helm charts for real).
+if [ "${STREAMFLOW_CLUSTER_NODES:-0}" = 1 ]; then
+  "$root/e2e/cluster/build.sh" kube-scheduler kwok
+  log "kube-scheduler $KUBERNETES_VERSION, kwok $KWOK_VERSION"
+  nohup "$bin/kube-scheduler-$KUBERNETES_VERSION" --kubeconfig "$dir/scheduler.kubeconfig" \
+    --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 \
+    > "$dir/logs/kube-scheduler.log" 2>&1 &
+  echo $! > "$dir/kube-scheduler.pid"
+  kwok_src=$(cd /tmp && go mod download -json "sigs.k8s.io/kwok@v$KWOK_VERSION" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  for f in "$kwok_src"/kustomize/stage/node/fast/node-*.yaml "$kwok_src"/kustomize/stage/pod/fast/pod-*.yaml; do
+    printf -- '---\n'; cat "$f"; printf '\n'
+  done > "$dir/kwok-stages.yaml"
+  nohup "$bin/kwok-$KWOK_VERSION" --kubeconfig "$kubeconfig" --manage-all-nodes=false \
+    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake --cidr 10.0.1.0/24 \
+    --node-ip 127.0.0.1 --config "$dir/kwok-stages.yaml" > "$dir/logs/kwok.log" 2>&1 &
+  echo $! > "$dir/kwok.pid"
+  kubectl --kubeconfig "$kubeconfig" apply -f - >/dev/null <<NODE
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-0
+  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
+  labels: {kubernetes.io/hostname: kwok-node-0, kubernetes.io/os: linux, kubernetes.io/arch: amd64, type: kwok}
+NODE
+fi
 
 "$root/e2e/cluster/install-crds.sh" "$kubeconfig"
 log "ready: export KUBECONFIG=$kubeconfig"

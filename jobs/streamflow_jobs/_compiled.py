@@ -21,15 +21,14 @@ def _digest(path: Path) -> str:
 
 
 def check() -> None:
-    if not MANIFEST.exists():
-        return  # nothing compiled: the pure-Python modules run
-    recorded: dict[str, str] = json.loads(MANIFEST.read_text())
-    for relative, digest in recorded.items():
-        source = PACKAGE.parent / relative
-        built = list(source.parent.glob(source.stem + ".cpython-*.so"))
-        if built and (not source.exists() or _digest(source) != digest):
+    """Refuse any compiled module of this package that does not match its source."""
+    recorded: dict[str, str] = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
+    for built in PACKAGE.rglob("*.cpython-*.so"):
+        source = built.with_name(built.name.split(".", 1)[0] + ".py")
+        relative = source.relative_to(PACKAGE.parent).as_posix()
+        if relative not in recorded or not source.exists() or _digest(source) != recorded[relative]:
             raise ImportError(
-                f"{built[0].name} was compiled from an older {relative}: "
+                f"{built.name} was not compiled from the current {relative}: "
                 "run `make compile` (or `make clean` to use the interpreted code)"
             )
 
