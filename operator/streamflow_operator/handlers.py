@@ -127,44 +127,29 @@ def _essence(body: kopf.Body, metadata_only: bool = False) -> dict[str, Any]:
 _CHILD_LABELS = {LABEL_PIPELINE: kopf.PRESENT}
 
 
-@kopf.index("kafka.strimzi.io", "v1", "kafkatopics", labels=_CHILD_LABELS)
-def topics_idx(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
+def _index_full(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
     return {labels[LABEL_PIPELINE]: _essence(body)}
 
 
-@kopf.index("flink.apache.org", "v1beta1", "flinkdeployments", labels=_CHILD_LABELS)
-def flink_idx(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
-    return {labels[LABEL_PIPELINE]: _essence(body)}
-
-
-@kopf.index("postgresql.cnpg.io", "v1", "clusters", labels=_CHILD_LABELS)
-def clusters_idx(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
-    return {labels[LABEL_PIPELINE]: _essence(body)}
-
-
-@kopf.index("postgresql.cnpg.io", "v1", "databases", labels=_CHILD_LABELS)
-def databases_idx(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
-    return {labels[LABEL_PIPELINE]: _essence(body)}
-
-
-@kopf.index("batch", "v1", "jobs", labels=_CHILD_LABELS)
-def jobs_idx(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
-    return {labels[LABEL_PIPELINE]: _essence(body)}
-
-
-@kopf.index("", "v1", "configmaps", labels=_CHILD_LABELS)
-def configmaps_idx(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
+def _index_metadata(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
     return {labels[LABEL_PIPELINE]: _essence(body, metadata_only=True)}
 
 
-_INDEXES = (
-    "topics_idx",
-    "flink_idx",
-    "clusters_idx",
-    "databases_idx",
-    "jobs_idx",
-    "configmaps_idx",
-)
+# index id (the kwarg kopf injects into handlers) -> the watched kind, and whether only its
+# metadata is kept (ConfigMaps: the model is large and has no status to read).
+_INDEXED_KINDS = {
+    "topics_idx": ("kafka.strimzi.io", "v1", "kafkatopics", False),
+    "flink_idx": ("flink.apache.org", "v1beta1", "flinkdeployments", False),
+    "clusters_idx": ("postgresql.cnpg.io", "v1", "clusters", False),
+    "databases_idx": ("postgresql.cnpg.io", "v1", "databases", False),
+    "jobs_idx": ("batch", "v1", "jobs", False),
+    "configmaps_idx": ("", "v1", "configmaps", True),
+}
+for _id, (_group, _version, _plural, _metadata_only) in _INDEXED_KINDS.items():
+    kopf.index(_group, _version, _plural, id=_id, labels=_CHILD_LABELS)(
+        _index_metadata if _metadata_only else _index_full
+    )
+_INDEXES = tuple(_INDEXED_KINDS)
 
 
 def _children_cache(body: kopf.Body, indexes: dict[str, Any] | None) -> dict[str, Any] | None:
