@@ -20,7 +20,7 @@ build_etcd() {
   [ -x "$out" ] && return 0
   local mod="$cache/src/etcd-$ETCD_VERSION"
   mkdir -p "$mod"
-  log "etcd $ETCD_VERSION (~3 min cold)"
+  log "etcd $ETCD_VERSION (~2 min cold)"
   (cd "$mod" &&
     { [ -f go.mod ] || go mod init streamflow.local/etcd >/dev/null 2>&1; } &&
     go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" &&
@@ -62,7 +62,7 @@ build_k8s() {
   local mod minor=${KUBERNETES_VERSION#*.}
   mod=$(k8s_module)
   minor=${minor%%.*}
-  log "$name $KUBERNETES_VERSION (apiserver ~10 min cold, others ~4 min)"
+  log "$name $KUBERNETES_VERSION (apiserver ~6 min cold, controller manager ~2 min)"
   local v=k8s.io/component-base/version
   (cd "$mod" && go build -ldflags "-s -w -X $v.gitVersion=v$KUBERNETES_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor" \
     -o "$out.tmp" "k8s.io/kubernetes/cmd/$name" && mv "$out.tmp" "$out")

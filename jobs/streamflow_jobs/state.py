@@ -6,7 +6,7 @@ from :func:`encode_state`; the replay CLI keeps the objects in a dict. Both run 
 Encoding (little-endian, ``struct``): a version byte, a fixed block, then the recent event times
 of the velocity window as uint32 millisecond offsets back from the newest. Version 1 lacked the
 payment-method set and the home centroid; it still decodes (both start empty). A state is at most
-``1 + 122 + 8 + 4 * MAX_RECENT`` bytes (259 today), far under the 1 KiB budget.
+``1 + 90 + 8 + 4 * MAX_RECENT`` bytes (227 today), far under the 1 KiB budget.
 """
 
 from __future__ import annotations
