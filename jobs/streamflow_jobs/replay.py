@@ -7,6 +7,7 @@ Every non-empty input line ends as exactly one decision line or one dead-letter 
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -116,7 +117,7 @@ def replay(
     encode = msgspec.json.Encoder().encode
     path_text = str(source)
     started = datetime.now(UTC)
-    clock = _clock()
+    clock_start = time.perf_counter()
 
     def flush() -> None:
         decisions = detector.decide_batch(txns, outcomes)
@@ -189,7 +190,7 @@ def replay(
     if progress is not None:
         progress(consumed)
     summary.customers = len(states)
-    summary.seconds = clock()
+    summary.seconds = time.perf_counter() - clock_start
     if labels is not None:
         summary.metrics = quality_metrics(
             np.array(scores),
@@ -198,13 +199,6 @@ def replay(
             labels.names,
         )
     return summary
-
-
-def _clock() -> Callable[[], float]:
-    import time  # noqa: PLC0415
-
-    start = time.perf_counter()
-    return lambda: time.perf_counter() - start
 
 
 @dataclass(frozen=True)

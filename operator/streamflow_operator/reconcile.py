@@ -234,7 +234,11 @@ class Reconciler:
         status update); otherwise its cached copy is read. Without a cache every child is
         applied and read back from the apply response. Listing for leftovers to prune
         (``prune``) is done on spec events, not on every resync."""
-        from streamflow_operator.render.flink import build_flink_deployments  # noqa: PLC0415
+        from streamflow_operator.render.flink import (  # noqa: PLC0415
+            JOBS,
+            build_flink_deployments,
+            deployment_name,
+        )
         from streamflow_operator.status import dependencies_ready  # noqa: PLC0415
 
         md = body["metadata"]
@@ -263,11 +267,12 @@ class Reconciler:
         ready, obs.waiting_for = dependencies_ready(planned, live)
         # Once started, a job keeps running through a transient hiccup of a dependency.
         started = ready or any(
-            ((self.get(*_FLINK, f"{name}-{job}", namespace) or {}).get("spec") or {})
+            (self._live(_FLINK, deployment_name(meta, job), namespace, cache) or {})
+            .get("spec", {})
             .get("job", {})
             .get("state")
             == "running"
-            for job in ("transaction-processor", "fraud-detector", "realtime-aggregator")
+            for job in JOBS
         )
         obs.dependencies_ready = started and model.error is None
         flink = build_flink_deployments(
@@ -282,6 +287,18 @@ class Reconciler:
                     log.info("deleting %s: no longer part of the pipeline", child_key(obj))
                     self.delete(obj)
         return obs
+
+    def _live(
+        self,
+        kind: tuple[str, str],
+        name: str,
+        namespace: str,
+        cache: dict[str, Manifest] | None,
+    ) -> Manifest | None:
+        """A child as the watch cache has it, or from the apiserver when there is no cache."""
+        if cache is not None:
+            return cache.get(f"{kind[1]}/{namespace}/{name}")
+        return self.get(*kind, name, namespace)
 
     def _apply(
         self, manifest: Manifest, obs: Observation, cache: dict[str, Manifest] | None = None
