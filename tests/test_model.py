@@ -13,6 +13,7 @@ from sklearn.ensemble import IsolationForest
 from streamflow_jobs.model.features import FEATURE_NAMES
 from streamflow_jobs.model.forest import (
     DEFAULT_MODEL_PATH,
+    LANES,
     ForestScorer,
     ModelArtifactError,
     payload_checksum,
@@ -44,6 +45,19 @@ def test_scores_match_sklearn_within_1e9(data: np.ndarray, artifact: dict) -> No
     assert np.max(np.abs(scorer.raw_scores_numpy(probe) - expected)) < 1e-9
     single = np.array([scorer.raw_score_one(tuple(row)) for row in probe[:200]])
     assert np.max(np.abs(single - expected[:200])) < 1e-9
+
+
+def test_compiled_walk_matches_the_reference_for_any_row_count(artifact: dict) -> None:
+    """Rows walk the trees in groups of LANES; the remainder one at a time."""
+    scorer = ForestScorer.from_bytes(orjson.dumps(artifact))
+    rows = np.random.default_rng(2).normal(0, 3, size=(3 * LANES + 5, len(FEATURE_NAMES)))
+    for n in range(1, len(rows) + 1):
+        np.testing.assert_allclose(
+            scorer.raw_scores(rows[:n]), scorer.raw_scores_numpy(rows[:n]), rtol=0, atol=1e-12
+        )
+    # A row's score does not depend on the rows beside it (lane or remainder).
+    alone = np.array([scorer.raw_scores(rows[i : i + 1])[0] for i in range(len(rows))])
+    assert np.array_equal(scorer.raw_scores(rows), alone)
 
 
 def test_scoring_does_not_import_sklearn() -> None:

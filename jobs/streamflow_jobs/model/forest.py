@@ -305,23 +305,44 @@ class ForestScorer:
         return self.calibrate(self.raw_scores(x))
 
 
+# Rows walked side by side through one tree: their node chains are independent, so the CPU
+# overlaps their loads instead of waiting on one chain at a time.
+LANES = 8
+
+
 def _walk(x: Any, feature: Any, threshold: Any, leaves: Any, n_trees: int, depth: int) -> Any:
-    """Sum of leaf values per row, compiled by numba (~3.7 us per row for 100 trees of depth 10,
-    against ~11 us for the vectorised numpy walk). Tree-major: one tree's nodes (~13 KB) stay in
-    L1 while every row walks it; row-major order chased pointers across the whole forest and was
-    memory-latency bound. Trees are summed in order, as scikit-learn does."""
+    """Sum of leaf values per row, compiled by numba (~2 us per row for 100 trees of depth 10,
+    against ~11 us for the vectorised numpy walk).
+
+    Tree-major: one tree's nodes (~13 KB) stay in L1 while every row walks it; row-major order
+    chased pointers across the whole forest and was memory-latency bound. Within a tree, LANES
+    rows advance level by level together: one row's walk is a chain of dependent loads (~5 us
+    per row walked alone), several interleaved chains keep the load units busy. Trees are summed
+    in order per row, as scikit-learn does, so the result is bit-identical."""
     inner = 2**depth - 1
     width = 2**depth
-    out = np.zeros(x.shape[0], dtype=np.float64)
+    rows = x.shape[0]
+    out = np.zeros(rows, dtype=np.float64)
+    nodes = np.zeros(LANES, dtype=np.intp)
     for t in range(n_trees):
-        base = t * inner
-        leaf_base = t * width - inner
-        for r in range(x.shape[0]):
-            node = 0
+        f = feature[t * inner : (t + 1) * inner]
+        th = threshold[t * inner : (t + 1) * inner]
+        leaf = leaves[t * width : (t + 1) * width]
+        r = 0
+        while r + LANES <= rows:
+            nodes[:] = 0
             for _ in range(depth):
-                slot = base + node
-                node = 2 * node + 1 + (x[r, feature[slot]] > threshold[slot])
-            out[r] += leaves[leaf_base + node]
+                for i in range(LANES):
+                    n = nodes[i]
+                    nodes[i] = 2 * n + 1 + (x[r + i, f[n]] > th[n])
+            for i in range(LANES):
+                out[r + i] += leaf[nodes[i] - inner]
+            r += LANES
+        for row in range(r, rows):  # the last rows, one at a time
+            n = 0
+            for _ in range(depth):
+                n = 2 * n + 1 + (x[row, f[n]] > th[n])
+            out[row] += leaf[n - inner]
     return out
 
 
