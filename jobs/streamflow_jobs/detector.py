@@ -19,6 +19,7 @@ always alerts.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
 
@@ -47,6 +48,11 @@ class Detector:
 
     def evaluate(self, state: CustomerState, txn: Transaction) -> RuleOutcome:
         return self.evaluator.evaluate(state, txn)
+
+    def evaluate_batch(
+        self, states: dict[str, CustomerState], txns: list[Transaction]
+    ) -> list[RuleOutcome]:
+        return self.evaluator.evaluate_batch(states, txns)
 
     def _blend(self, txn: Transaction, outcome: RuleOutcome, ml: float | None) -> FraudDecision:
         score = (
@@ -80,7 +86,38 @@ class Detector:
     def decide_batch(
         self, txns: Sequence[Transaction], outcomes: Sequence[RuleOutcome]
     ) -> list[FraudDecision]:
+        """:meth:`decide` for many outcomes: one forest walk, and the blend as array arithmetic
+        (the same IEEE operations in the same order as :meth:`_blend`, so the same floats)."""
         if self.model is None or not outcomes:
             return [self._blend(t, o, None) for t, o in zip(txns, outcomes, strict=True)]
-        ml = self.model.scores(np.array([o.features for o in outcomes], dtype=np.float64))
-        return [self._blend(t, o, float(m)) for t, o, m in zip(txns, outcomes, ml, strict=True)]
+        n = len(outcomes)
+        # One flat pass over the feature tuples: half the cost of np.array(list of tuples).
+        features = chain.from_iterable([o.features for o in outcomes])
+        ml = self.model.scores(
+            np.fromiter(features, dtype=np.float64, count=n * len(FEATURE_NAMES)).reshape(n, -1)
+        )
+        rules = np.fromiter([o.rules_score for o in outcomes], dtype=np.float64, count=n)
+        blocked = np.fromiter([o.blocked for o in outcomes], dtype=np.bool_, count=n)
+        score = self.alpha * ml + (1 - self.alpha) * rules
+        score[blocked & (score < self.threshold)] = self.threshold
+        alert = score >= self.threshold
+        rules_version, model_version = self.rules.version, self.model_version
+        return [
+            FraudDecision(
+                t.transaction_id,
+                t.customer_id,
+                t.store_id,
+                t.amount,
+                t.timestamp,
+                s,
+                o.rules_score,
+                m,
+                a,
+                o.reasons,
+                rules_version,
+                model_version,
+            )
+            for t, o, s, m, a in zip(
+                txns, outcomes, score.tolist(), ml.tolist(), alert.tolist(), strict=True
+            )
+        ]
