@@ -36,7 +36,10 @@ from streamflow_jobs.events import (
 from streamflow_jobs.generator import FRAUD_PATTERNS, PATTERNS
 from streamflow_jobs.state import CustomerState
 
-BATCH_SIZE = 4096
+# Events parsed, then detected, then written together. Small enough that a batch's objects
+# (~0.5 KB per event: transaction, outcome, decision) stay in the CPU's L2 cache: 4096 measured
+# ~20 % slower than 256; large enough to amortise the forest walk's call (~0.1 us per event).
+BATCH_SIZE = 256
 
 
 @dataclass
