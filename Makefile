@@ -9,7 +9,7 @@ export UV_PYTHON ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3
 DEMO := .demo
 PYTEST_ARGS ?=
 
-.PHONY: help setup compile demo test lint bench schemas model crd cluster cluster-down cluster-build operator clean
+.PHONY: help setup postgres compile demo test lint bench schemas model crd cluster cluster-down cluster-build operator clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -50,7 +50,14 @@ demo: setup  ## generate -> train -> replay -> report (text + PNG) in .demo/
 	$(UV) run streamflow report --decisions $(DEMO)/decisions.jsonl --labels $(DEMO)/labels.jsonl \
 		--output-dir $(DEMO)
 
-test: setup  ## lint, type-check and run every test
+# Debian's PostgreSQL for the integration tests: apt-get once (as root, or through sudo).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		$$sudo apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
+
+test: setup postgres  ## lint, type-check and run every test
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy jobs/streamflow_jobs operator/streamflow_operator
