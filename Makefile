@@ -78,7 +78,7 @@ schemas: setup  ## regenerate the JSON Schemas of the event contracts
 model: setup  ## retrain the shipped default model (reproducible: seed 7)
 	$(UV) run streamflow train --seed 7 --output jobs/streamflow_jobs/model/default_model.json
 
-crd: setup  ## regenerate crds/ from the operator's spec models
+crd: setup  ## regenerate crds/ (and the chart's copy) from the operator's spec models
 	$(UV) run streamflow crd
 
 cluster-build:  ## build etcd, kube-apiserver, controller manager (cached in ~/.cache/streamflow)

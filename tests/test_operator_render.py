@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streamflow_operator.crd import CRD_PATH, build_crd, crd_yaml
+from streamflow_operator.crd import CHART_CRD_PATH, CRD_PATH, build_crd, crd_yaml
 from streamflow_operator.reconcile import ModelInfo, Observation, parse_spec, render_offline
 from streamflow_operator.render import Meta, render_all
 from streamflow_operator.render.model import MAX_MODEL_BYTES
@@ -22,6 +22,7 @@ SAMPLE = yaml.safe_load((ROOT / "config/samples/fraudpipeline.yaml").read_text()
 
 def test_committed_crd_matches_the_models() -> None:
     assert CRD_PATH.read_text() == crd_yaml(), "run `streamflow crd` and commit crds/"
+    assert CHART_CRD_PATH.read_text() == crd_yaml(), "run `streamflow crd` and commit the chart"
 
 
 def test_crd_schema_is_structural() -> None:

@@ -325,12 +325,15 @@ def render(
 
 @app.command()
 def crd(
-    output: Annotated[Path | None, typer.Option(help="Write here; default: crds/")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Write here; default: crds/ and the Helm chart's crds/")
+    ] = None,
 ) -> None:
     """Generate the FraudPipeline CRD from the operator's spec models."""
-    from streamflow_operator.crd import CRD_PATH, write_crd  # noqa: PLC0415
+    from streamflow_operator.crd import CHART_CRD_PATH, CRD_PATH, write_crd  # noqa: PLC0415
 
-    console.print(f"wrote {write_crd(output or CRD_PATH)}")
+    for path in [output] if output else [CRD_PATH, CHART_CRD_PATH]:
+        console.print(f"wrote {write_crd(path)}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

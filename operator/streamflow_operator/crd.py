@@ -23,6 +23,8 @@ from streamflow_operator.spec import (
 )
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / f"{PLURAL}.{GROUP}.yaml"
+# Helm installs the files in a chart's crds/ before its templates: the same CRD ships there.
+CHART_CRD_PATH = CRD_PATH.parents[1] / "chart" / "streamflow-operator" / "crds" / CRD_PATH.name
 _DROP = {"title", "additionalProperties", "$defs"}
 
 

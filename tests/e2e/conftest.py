@@ -121,12 +121,119 @@ class Operator:
                 self.kill()
 
 
+CHART = ROOT / "chart" / "streamflow-operator"
+OPERATOR_NAMESPACE = "streamflow-system"
+
+
+VERSIONS = dict(
+    line.split("=", 1)
+    for line in (ROOT / "config/versions.env").read_text().splitlines()
+    if "=" in line and not line.startswith("#")
+)
+
+
+def helm() -> str:
+    """The pinned helm, built once from its Go module (e2e/cluster/build.sh)."""
+    subprocess.run([str(ROOT / "e2e/cluster/build.sh"), "helm"], check=True, capture_output=True)
+    cache = Path(os.environ.get("STREAMFLOW_CACHE", Path.home() / ".cache/streamflow"))
+    return str(cache / "bin" / f"helm-{VERSIONS['HELM_VERSION']}")
+
+
+def helm_template(namespace: str, *args: str) -> list[dict[str, Any]]:
+    """The chart rendered by the pinned helm for this control plane's Kubernetes version."""
+    out = subprocess.run(
+        [
+            helm(),
+            "template",
+            "streamflow",
+            str(CHART),
+            "--kube-version",
+            VERSIONS["KUBERNETES_VERSION"],
+            "--namespace",
+            namespace,
+            *args,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
 @pytest.fixture(scope="session")
-def operator(cluster: Path) -> Iterator[Operator]:
-    op = Operator(cluster)
+def operator_kubeconfig(cluster: Path, api: Any) -> Path:
+    """Credentials of the chart's ServiceAccount: the e2e operator runs with exactly the RBAC
+    that `helm install` grants, so a missing permission fails the suite."""
+    from kubernetes import client, dynamic  # noqa: PLC0415
+
+    rendered = helm_template(
+        OPERATOR_NAMESPACE,
+        "--show-only",
+        "templates/serviceaccount.yaml",
+        "--show-only",
+        "templates/rbac.yaml",
+    )
+    core = client.CoreV1Api(api)
+    with contextlib.suppress(client.ApiException):
+        core.create_namespace({"metadata": {"name": OPERATOR_NAMESPACE}})
+    resources = dynamic.DynamicClient(api).resources
+    for doc in rendered:  # applied, not created: a running cluster gets the current rules
+        resources.get(api_version=doc["apiVersion"], kind=doc["kind"]).server_side_apply(
+            body=doc,
+            name=doc["metadata"]["name"],
+            namespace=doc["metadata"].get("namespace"),
+            field_manager="e2e-chart",
+            force_conflicts=True,
+        )
+    (sa,) = [d for d in rendered if d["kind"] == "ServiceAccount"]
+    token = core.create_namespaced_service_account_token(
+        sa["metadata"]["name"],
+        OPERATOR_NAMESPACE,
+        {"spec": {"expirationSeconds": 4 * 3600}},
+    ).status.token
+    admin = yaml.safe_load(cluster.read_text())
+    path = CLUSTER_DIR / "operator.kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": admin["clusters"],
+                "users": [{"name": "operator", "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": "operator",
+                        "context": {"cluster": admin["clusters"][0]["name"], "user": "operator"},
+                    }
+                ],
+                "current-context": "operator",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="session")
+def operator(operator_kubeconfig: Path) -> Iterator[Operator]:
+    op = Operator(operator_kubeconfig)
+    op.log.parent.mkdir(parents=True, exist_ok=True)
+    offset = op.log.stat().st_size if op.log.exists() else 0
     op.start()
     yield op
     op.stop()
+    # The chart's RBAC must cover everything the operator does: any denial fails the session.
+    with op.log.open("rb") as log:
+        log.seek(offset)
+        denied = [
+            line.decode(errors="replace")[:300]
+            for line in log
+            if b'is forbidden: User "system:serviceaccount:' in line
+        ]
+    if denied:
+        pytest.fail(
+            f"the operator's ServiceAccount was denied {len(denied)}x:\n" + "\n".join(denied[:5])
+        )
 
 
 class Kube:

@@ -1,0 +1,149 @@
+"""The Helm chart: it lints, renders what users expect, the apiserver accepts it, and the
+operator's ServiceAccount can do what the operator needs (the whole e2e suite runs with it) and
+nothing more."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import CHART, OPERATOR_NAMESPACE, helm, helm_template
+
+pytestmark = pytest.mark.e2e
+
+
+def render(*args: str) -> list[dict[str, Any]]:
+    return helm_template("ops", *args)
+
+
+def test_chart_lints_clean() -> None:
+    done = subprocess.run(
+        [helm(), "lint", "--strict", str(CHART)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_defaults_render_a_locked_down_single_operator() -> None:
+    docs = {d["kind"]: d for d in render()}
+    assert set(docs) == {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+    }
+    deployment = docs["Deployment"]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"  # never two kopf at once
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == docs["ServiceAccount"]["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["command"][:4] == ["kopf", "run", "-m", "streamflow_operator.handlers"]
+    assert "--standalone" in container["command"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert container["image"] == "ghcr.io/streamflow/streamflow:0.1.0"
+    binding = docs["ClusterRoleBinding"]
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": docs["ServiceAccount"]["metadata"]["name"],
+            "namespace": "ops",
+        }
+    ]
+    for rule in docs["ClusterRole"]["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+
+
+def test_values_reach_the_manifests() -> None:
+    docs = render(
+        "--set",
+        "image.tag=1.2.3",
+        "--set",
+        "operator.resyncSeconds=30",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "operator.logLevel=debug",
+    )
+    kinds = {d["kind"]: d for d in docs}
+    assert "ServiceMonitor" in kinds
+    (container,) = kinds["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"].endswith(":1.2.3")
+    assert {"name": "STREAMFLOW_RESYNC_SECONDS", "value": "30"} in container["env"]
+    assert "--verbose" in container["command"]
+
+
+def test_the_apiserver_accepts_every_manifest(api: Any, operator_kubeconfig: Path) -> None:
+    """Server-side dry run: the real apiserver validates each rendered object (in the
+    operator's namespace, which the operator_kubeconfig fixture creates)."""
+    from kubernetes import dynamic  # noqa: PLC0415
+
+    client = dynamic.DynamicClient(api)
+    for doc in render():
+        if doc["kind"] == "ClusterRole" or doc["kind"] == "ClusterRoleBinding":
+            namespace = None
+        else:
+            namespace = OPERATOR_NAMESPACE
+            doc["metadata"]["namespace"] = namespace
+        resource = client.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+        resource.server_side_apply(
+            body=doc,
+            name=doc["metadata"]["name"],
+            namespace=namespace,
+            field_manager="chart-test",
+            force_conflicts=True,
+            dry_run="All",
+        )
+
+
+ALLOWED = [
+    ("patch", "streamflow.dev", "fraudpipelines", ""),
+    ("patch", "streamflow.dev", "fraudpipelines", "status"),
+    ("watch", "flink.apache.org", "flinkdeployments", ""),
+    ("create", "kafka.strimzi.io", "kafkatopics", ""),
+    ("delete", "postgresql.cnpg.io", "databases", ""),
+    ("get", "", "secrets", ""),
+]
+DENIED = [
+    ("create", "", "pods", ""),
+    ("get", "", "nodes", ""),
+    ("watch", "", "secrets", ""),
+    ("delete", "", "namespaces", ""),
+    ("create", "rbac.authorization.k8s.io", "clusterroles", ""),
+    ("update", "apiextensions.k8s.io", "customresourcedefinitions", ""),
+    ("delete", "streamflow.dev", "fraudpipelines", ""),
+    ("create", "apps", "deployments", ""),
+]
+
+
+@pytest.mark.parametrize(
+    ("verb", "group", "resource", "subresource", "allowed"),
+    [(*a, True) for a in ALLOWED] + [(*d, False) for d in DENIED],
+)
+def test_the_operator_account_is_least_privilege(
+    operator_kubeconfig: Path, verb: str, group: str, resource: str, subresource: str, allowed: bool
+) -> None:
+    from kubernetes import client, config  # noqa: PLC0415
+
+    as_operator = config.new_client_from_config(str(operator_kubeconfig))
+    review = client.AuthorizationV1Api(as_operator).create_self_subject_access_review(
+        {
+            "spec": {
+                "resourceAttributes": {
+                    "verb": verb,
+                    "group": group,
+                    "resource": resource,
+                    "subresource": subresource,
+                    "namespace": "any-tenant",
+                }
+            }
+        }
+    )
+    assert review.status.allowed is allowed, (verb, group, resource, subresource)
