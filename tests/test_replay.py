@@ -105,6 +105,35 @@ def test_bad_rules_file_is_a_clear_error(tmp_path: Path) -> None:
     rules.write_text("velocity:\n  max_count: -3\n")
     code, output = run("--input", str(src), "--output", str(tmp_path / "o"), "--rules", str(rules))
     assert code == 2 and "max_count" in output
+    rules.write_text("velocity: [1\n")
+    code, output = run("--input", str(src), "--output", str(tmp_path / "o"), "--rules", str(rules))
+    assert code == 2 and "not YAML" in " ".join(output.split()) and "Traceback" not in output
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path: Path) -> None:
+    """Through the console script's entry point, as users run it."""
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(GOOD % (1, 1))
+    missing = tmp_path / "no-such-dir" / "out.jsonl"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamflow_jobs.cli",
+            "replay",
+            "--input",
+            str(src),
+            "--output",
+            str(missing),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    said = (done.stdout + done.stderr).replace("\n", "")  # rich wraps long lines
+    assert done.returncode == 2
+    assert "No such file or directory" in said and str(missing) in said
+    assert "Traceback" not in said
 
 
 def test_labels_give_quality_metrics(

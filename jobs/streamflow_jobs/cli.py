@@ -336,9 +336,16 @@ def crd(
         console.print(f"wrote {write_crd(path)}")
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+def main() -> None:
+    """The console script. A path that cannot be read or written (a missing directory, a full
+    disk, no permission) ends as one clear line and exit code 2, never a traceback."""
+    try:
+        app()
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        console.print(f"[bold red]error:[/] {where}{exc.strerror or exc}")
+        sys.exit(2)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+if __name__ == "__main__":
+    main()

@@ -82,7 +82,12 @@ def discover(directory: Path = DEFAULT_DIR) -> list[Migration]:
 def migrate(conninfo: str, migrations: list[Migration]) -> list[Migration]:
     """Apply what is not applied yet; return what was applied (empty when up to date)."""
     applied: list[Migration] = []
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    try:
+        conn = psycopg.connect(conninfo, autocommit=True)
+    except psycopg.ProgrammingError as exc:
+        # libpq would quote the offending token, which may be the password: say less.
+        raise MigrationError("the database URL is not a valid libpq URL or DSN") from exc
+    with conn:
         with conn.transaction():  # concurrent CREATE TABLE IF NOT EXISTS can race: lock first
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
             conn.execute(_LEDGER)
@@ -152,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except psycopg.OperationalError as exc:
-        # libpq's message names host and port, never the password.
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        # libpq's message names host, port and user, never the password.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
         print(f"error: cannot connect to the database: {reason}", file=sys.stderr)
         return 1
     if applied:

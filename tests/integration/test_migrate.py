@@ -164,6 +164,9 @@ def test_connection_problems_are_one_line_and_keep_the_password_secret(
     assert err.startswith("error: cannot connect to the database:") and err.count("\n") == 1
     assert "password authentication failed" in err
     assert "not-the-password" not in err and postgres_server.split(":")[2] not in err
+    assert run_main(monkeypatch, "host=x password=hunter2 broken") == 1
+    err = capsys.readouterr().err
+    assert "not a valid libpq URL or DSN" in err and "hunter2" not in err
 
 
 def test_the_event_contracts_fit_bronze(database_url: str) -> None:

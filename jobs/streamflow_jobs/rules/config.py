@@ -116,7 +116,10 @@ class RulesConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path) -> RulesConfig:
         """Load from a YAML file; a mapping with the same keys as this model (all optional)."""
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"not YAML: {' '.join(str(exc).split())}") from exc
         if not isinstance(data, dict):
             kind = type(data).__name__
             raise ValueError(f"{path}: expected a mapping of rule settings, got {kind}")
