@@ -24,7 +24,7 @@ from streamflow_jobs.events import (
     parse_transaction,
 )
 from streamflow_jobs.model.forest import ForestScorer
-from streamflow_jobs.replay import READ_BLOCK, Skimmed, read_lines
+from streamflow_jobs.replay import READ_BLOCK, Skimmed, read_lines, replay
 from streamflow_jobs.rules.config import RulesConfig
 from streamflow_jobs.state import CustomerState
 
@@ -224,3 +224,49 @@ def test_read_lines_defaults_skim_at_the_event_limit() -> None:
     assert isinstance(first, Skimmed) and first.size == MAX_EVENT_BYTES + 1
     assert len(first) == DEAD_LETTER_PAYLOAD_LIMIT
     assert second == b"b" * MAX_EVENT_BYTES and not isinstance(second, Skimmed)
+
+
+_SHARED_DETECTOR: list[Detector] = []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lines=st.lists(
+        st.one_of(
+            st.integers(0, 59).map(lambda i: GOOD % (i, i)),
+            st.sampled_from(BAD_LINES[:-1]),
+            st.sampled_from([b"", b" ", b"\t", b"\r", b"\x0b", b"\x00", b"{}", b"null"]),
+            st.binary(max_size=30),
+            st.just(b"x" * (MAX_EVENT_BYTES + 1)),
+        ),
+        max_size=25,
+    ),
+    crlf=st.booleans(),
+)
+def test_every_non_blank_line_is_one_decision_or_one_dead_letter(
+    lines: list[bytes], crlf: bool
+) -> None:
+    """Whatever the bytes (stray newlines inside generated binary split lines too), the replay
+    accounts for every line: decisions + dead letters = non-blank lines, in order."""
+    import tempfile  # noqa: PLC0415
+
+    if not _SHARED_DETECTOR:
+        _SHARED_DETECTOR.append(Detector(RulesConfig(), ForestScorer.load()))
+    data = (b"\r\n" if crlf else b"\n").join(lines)
+    expected = reference_lines(data, MAX_EVENT_BYTES, DEAD_LETTER_PAYLOAD_LIMIT)
+    non_blank = [i for i, (x, size) in enumerate(expected, 1) if size != len(x) or x.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in.jsonl"
+        src.write_bytes(data)
+        out, dead = io.BytesIO(), io.BytesIO()
+        summary = replay(src, out, dead, _SHARED_DETECTOR[0])
+    decisions = out.getvalue().splitlines()
+    dead_letters = [orjson.loads(x) for x in dead.getvalue().splitlines()]
+    assert summary.lines == len(expected)
+    assert (
+        len(decisions) + len(dead_letters) == len(non_blank) == summary.lines - summary.blank_lines
+    )
+    assert [d["source"]["line"] for d in dead_letters] == sorted(
+        {d["source"]["line"] for d in dead_letters}
+    )
+    assert {d["source"]["line"] for d in dead_letters} <= set(non_blank)
