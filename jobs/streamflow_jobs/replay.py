@@ -1,8 +1,9 @@
 """Backtest: run a file of events through the detector, exactly as the Flink job would.
 
 Every non-empty input line ends as exactly one decision line or one dead-letter line, so
-``decisions + dead_letters == non-empty lines`` always holds. Lines are read with a bound
-(:data:`~streamflow_jobs.events.MAX_EVENT_BYTES`): a line of megabytes is skimmed, not loaded.
+``decisions + dead_letters == non-empty lines`` always holds. Lines are read a block at a time
+with a bound (:data:`~streamflow_jobs.events.MAX_EVENT_BYTES`): a line of megabytes is skimmed,
+not loaded.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from streamflow_jobs.state import CustomerState
 
 # Events parsed, then detected, then written together. Small enough that a batch's objects
 # (~0.5 KB per event: transaction, outcome, decision) stay in the CPU's L2 cache: 4096 measured
-# ~20 % slower than 256; large enough to amortise the forest walk's call (~0.1 us per event).
+# ~20 % slower than 256; large enough to amortise the forest's ~15 us per call (0.06 us/event).
 BATCH_SIZE = 256
 
 
