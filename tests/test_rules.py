@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -185,3 +185,26 @@ def test_rules_config_rejects_bad_values(bad: dict[str, object]) -> None:
 def test_rules_config_accepts_camel_case_as_in_the_crd() -> None:
     rules = RulesConfig.model_validate({"velocity": {"windowSeconds": 300}, "mlAlpha": 0.5})
     assert rules.velocity.window_seconds == 300 and rules.ml_alpha == 0.5
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(2026, 1, 5, 10, 0, 0, 123_999, tzinfo=BRT),  # sub-millisecond part is floored
+        datetime(2026, 3, 29, 1, 59, 59, 999_000, tzinfo=timezone(timedelta(hours=5, minutes=45))),
+        datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC),  # before the epoch
+        datetime(2038, 1, 19, 3, 14, 8, tzinfo=timezone(timedelta(hours=-9, minutes=-30))),
+    ],
+)
+def test_event_time_is_exact_epoch_milliseconds(when: datetime) -> None:
+    """The velocity window keeps event times in epoch ms, computed in integers (no float)."""
+    state = CustomerState()
+    RulesEvaluator(RulesConfig()).evaluate(state, txn(1, when))
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert state.recent_ms == [(when - epoch) // timedelta(milliseconds=1)]
+
+
+def test_a_naive_time_built_in_code_is_read_as_utc() -> None:
+    state = CustomerState()
+    RulesEvaluator(RulesConfig()).evaluate(state, txn(1, datetime(2026, 1, 5, 12, 0)))
+    assert state.recent_ms == [int(datetime(2026, 1, 5, 12, 0, tzinfo=UTC).timestamp() * 1000)]
