@@ -2,7 +2,10 @@
 
 The migrations Job that the operator creates for every FraudPipeline runs::
 
-    python -m streamflow_jobs.migrate --database-url-env DATABASE_URL
+    python -m streamflow_jobs.migrate --database-url-env DATABASE_URL --wait 600
+
+- ``--wait`` retries the first connection while the database is starting (no ``pg_isready`` or
+  shell needed in the image).
 
 - Each migration runs in one transaction with its ledger row (``public.streamflow_migrations``):
   a failure leaves nothing half-applied, and the next run starts again from that file.
@@ -20,15 +23,18 @@ import hashlib
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg.rows import TupleRow
 
 # Inside a built wheel the files sit in the package (see pyproject); in a checkout, at the root.
 _PACKAGED = Path(__file__).with_name("sql") / "migrations"
 _CHECKOUT = Path(__file__).resolve().parents[2] / "sql" / "migrations"
 DEFAULT_DIR = _PACKAGED if _PACKAGED.is_dir() else _CHECKOUT
+RETRY_SECONDS = 3.0
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Any constant works; it only has to be the same for every run of this tool.
 _LOCK_ID = int.from_bytes(hashlib.sha256(b"streamflow.migrate").digest()[:8], "big", signed=True)
@@ -79,15 +85,34 @@ def discover(directory: Path = DEFAULT_DIR) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-def migrate(conninfo: str, migrations: list[Migration]) -> list[Migration]:
-    """Apply what is not applied yet; return what was applied (empty when up to date)."""
+def connect(conninfo: str, wait: float = 0.0) -> psycopg.Connection[TupleRow]:
+    """Connect, retrying for up to ``wait`` seconds while the server cannot be reached or
+    refuses (starting up, database not created yet): the Job may start before its database."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
+        except psycopg.ProgrammingError as exc:
+            # libpq would quote the offending token, which may be the password: say less.
+            raise MigrationError("the database URL is not a valid libpq URL or DSN") from exc
+        except psycopg.OperationalError as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            print(f"waiting for the database: {_one_line(exc)}", file=sys.stderr, flush=True)
+            time.sleep(min(RETRY_SECONDS, left))
+
+
+def _one_line(exc: BaseException) -> str:
+    # libpq's messages name host, port and user, never the password.
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def migrate(conninfo: str, migrations: list[Migration], wait: float = 0.0) -> list[Migration]:
+    """Apply what is not applied yet; return what was applied (empty when up to date).
+    ``wait``: seconds to keep retrying the first connection (see :func:`connect`)."""
     applied: list[Migration] = []
-    try:
-        conn = psycopg.connect(conninfo, autocommit=True)
-    except psycopg.ProgrammingError as exc:
-        # libpq would quote the offending token, which may be the password: say less.
-        raise MigrationError("the database URL is not a valid libpq URL or DSN") from exc
-    with conn:
+    with connect(conninfo, wait) as conn:
         with conn.transaction():  # concurrent CREATE TABLE IF NOT EXISTS can race: lock first
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
             conn.execute(_LEDGER)
@@ -145,6 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         help="name of the environment variable holding the libpq URL (default DATABASE_URL)",
     )
     parser.add_argument("--migrations", type=Path, default=DEFAULT_DIR, help="migrations dir")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep retrying the connection this long while the database is not up (default 0)",
+    )
     args = parser.parse_args(argv)
     conninfo = os.environ.get(args.database_url_env)
     if not conninfo:
@@ -152,14 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         migrations = discover(args.migrations)
-        applied = migrate(conninfo, migrations)
+        applied = migrate(conninfo, migrations, wait=args.wait)
     except MigrationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except psycopg.OperationalError as exc:
-        # libpq's message names host, port and user, never the password.
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"error: cannot connect to the database: {reason}", file=sys.stderr)
+        print(f"error: cannot connect to the database: {_one_line(exc)}", file=sys.stderr)
         return 1
     if applied:
         print(f"applied {len(applied)} migration(s): {', '.join(m.file for m in applied)}")

@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
+import uuid
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -287,29 +289,66 @@ def test_the_wheel_ships_the_migrations(tmp_path: Path) -> None:
 def test_the_operators_migrations_job_command_migrates_a_real_database(
     database_url: str, tmp_path: Path
 ) -> None:
-    """The exact shell command of the Job the operator renders for the sample FraudPipeline:
-    it waits for the database with pg_isready, then applies the migrations."""
+    """The exact command of the Job the operator renders for the sample FraudPipeline, with the
+    environment it gets (DATABASE_URL from CNPG's app secret): no shell, no pg_isready."""
     import yaml  # noqa: PLC0415
 
     from streamflow_operator.reconcile import render_offline  # noqa: PLC0415
 
     root = Path(__file__).resolve().parents[2]
-    children = yaml.safe_load_all(
-        render_offline((root / "config/samples/fraudpipeline.yaml").read_text())
-    )
-    (job,) = [c for c in children if c and c["kind"] == "Job"]
+    sample = (root / "config/samples/fraudpipeline.yaml").read_text()
+    (job,) = [c for c in yaml.safe_load_all(render_offline(sample)) if c and c["kind"] == "Job"]
     (container,) = job["spec"]["template"]["spec"]["containers"]
-    assert container["command"][:2] == ["sh", "-c"]
-    pg_bin = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_isready"))[-1].parent
+    assert [e["name"] for e in container["env"]] == ["DATABASE_URL"]
     # The image's `python` is the one with streamflow installed: here, this environment's.
     shim = tmp_path / "bin"
     shim.mkdir()
     (shim / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     (shim / "python").chmod(0o755)
-    env = {"PATH": f"{shim}:{pg_bin}:/usr/bin:/bin", "DATABASE_URL": database_url}
+    env = {"PATH": f"{shim}:/usr/bin:/bin", "DATABASE_URL": database_url}
     done = subprocess.run(
         container["command"], env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
     assert "applied 1 migration(s)" in done.stdout
     assert ledger(database_url) == [(m.version, m.name) for m in discover()]
+
+
+def test_waits_for_a_database_that_appears_later(
+    postgres_server: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Job can start before CNPG has created the database: --wait retries until it is."""
+    name = f"late_{uuid.uuid4().hex[:8]}"
+    url = postgres_server.rsplit("/", 1)[0] + f"/{name}"
+    monkeypatch.setattr("streamflow_jobs.migrate.RETRY_SECONDS", 0.2)
+
+    def create_later() -> None:
+        time.sleep(1.0)
+        with psycopg.connect(postgres_server, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+    creator = threading.Thread(target=create_later)
+    creator.start()
+    try:
+        assert run_main(monkeypatch, url, "--wait", "30") == 0
+    finally:
+        creator.join()
+        with psycopg.connect(postgres_server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    err = capsys.readouterr().err
+    assert (
+        "waiting for the database: connection failed" in err and f'"{name}" does not exist' in err
+    )
+
+
+def test_gives_up_after_the_wait(
+    postgres_server: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = postgres_server.rsplit("/", 1)[0] + "/never_created"
+    monkeypatch.setattr("streamflow_jobs.migrate.RETRY_SECONDS", 0.2)
+    started = time.monotonic()
+    assert run_main(monkeypatch, url, "--wait", "1") == 1
+    assert 1.0 <= time.monotonic() - started < 10
+    err = capsys.readouterr().err
+    assert err.count("waiting for the database") >= 2
+    assert err.splitlines()[-1].startswith("error: cannot connect to the database:")

@@ -18,13 +18,29 @@ def database_name(meta: Meta) -> str:
     return f"{meta.name}-db"
 
 
+# How long one migrations pod waits for its database before failing (the Job then retries).
+MIGRATE_WAIT_SECONDS = 600
+# The tool waits for the database itself: the image needs neither a shell nor pg_isready.
+MIGRATE_COMMAND = (
+    "python",
+    "-m",
+    "streamflow_jobs.migrate",
+    "--database-url-env",
+    "DATABASE_URL",
+    "--wait",
+    str(MIGRATE_WAIT_SECONDS),
+)
+
+
 def migrations_job_name(spec: FraudPipelineSpec, meta: Meta) -> str:
-    # Jobs are immutable: a change of image or schemas is a new Job (name carries a checksum).
+    # A Job's pod template is immutable: a change of command, image or schemas is a new Job
+    # (its name carries a checksum of them; the old one is pruned).
     return f"{meta.name}-migrate-{checksum(_migration_inputs(spec))[:8]}"
 
 
 def _migration_inputs(spec: FraudPipelineSpec) -> dict[str, object]:
     return {
+        "command": list(MIGRATE_COMMAND),
         "image": spec.postgres.migrations_image or spec.flink.image,
         "schemas": spec.postgres.schemas,
         "database": spec.postgres.database,
@@ -66,10 +82,6 @@ def build_postgres(spec: FraudPipelineSpec, meta: Meta) -> list[Manifest]:
         }
     )
     image = pg.migrations_image or spec.flink.image
-    wait_and_migrate = (
-        'until pg_isready -d "$DATABASE_URL" -q; do echo waiting for the database; sleep 3; done; '
-        "exec python -m streamflow_jobs.migrate --database-url-env DATABASE_URL"
-    )
     out.append(
         {
             "apiVersion": "batch/v1",
@@ -88,7 +100,7 @@ def build_postgres(spec: FraudPipelineSpec, meta: Meta) -> list[Manifest]:
                             {
                                 "name": "migrate",
                                 "image": image,
-                                "command": ["sh", "-c", wait_and_migrate],
+                                "command": list(MIGRATE_COMMAND),
                                 "env": [
                                     {
                                         "name": "DATABASE_URL",
