@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamflow_jobs.contracts import SCHEMA_DIR, json_schema
@@ -17,6 +19,8 @@ from streamflow_jobs.events import (
     ParsedTransaction,
     ParseFailure,
     SourceRef,
+    Transaction,
+    TransactionV1,
     dead_letter_for,
     parse_transaction,
 )
@@ -171,3 +175,43 @@ def test_json_schema_rejects_what_the_parser_rejects() -> None:
     jsonschema.validate(VALID, schema)
     with pytest.raises(jsonschema.ValidationError, match=r"latitude|90"):
         jsonschema.validate({**VALID, "latitude": 95}, schema)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    changes=st.dictionaries(
+        st.sampled_from([*sorted(VALID), "payment_method", "extra", "device_id"]),
+        st.none()
+        | st.integers(-5, 5)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.sampled_from(["10.50", "BRL", "2026-01-05T10:00:00Z", " ", "pix"])
+        | st.booleans(),
+        max_size=6,
+    ),
+    version=st.sampled_from([1, 2, 3, 7]),
+)
+def test_the_tolerant_path_keeps_exactly_the_known_fields(
+    changes: dict[str, object], version: int
+) -> None:
+    """v1, newer versions and unknown fields take the tolerant path: it must decide exactly as
+    the strict decoder does on a payload holding only the fields its version defines."""
+    event = {**VALID, **changes, "schema_version": version}
+    known = set(TransactionV1.__struct_fields__ if version == 1 else Transaction.__struct_fields__)
+    only_known = json.dumps({k: v for k, v in event.items() if k in known}).encode()
+    result = parse_transaction(json.dumps(event).encode())
+    try:
+        reference = msgspec.json.Decoder(Transaction).decode(only_known)
+    except msgspec.ValidationError:
+        assert isinstance(result, ParseFailure) and result.error_type == "validation_error"
+        return
+    assert isinstance(result, ParsedTransaction), result
+    assert result.transaction == reference
+    assert result.unknown_fields == tuple(sorted(k for k in event if k not in known))
+
+
+def test_escaped_field_names_are_read_on_the_tolerant_path() -> None:
+    raw = json.dumps({**VALID, "extra": 1}).encode().replace(b'"amount"', b'"amo\\u0075nt"')
+    assert b"\\u0075" in raw
+    result = parse_transaction(raw)
+    assert isinstance(result, ParsedTransaction) and result.unknown_fields == ("extra",)
+    assert result.transaction.amount == Decimal(str(VALID["amount"]))
