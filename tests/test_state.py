@@ -82,18 +82,25 @@ def test_velocity_window_is_event_time_and_bounded() -> None:
     assert len(s.recent_ms) == MAX_RECENT
 
 
-def test_field_list_matches_the_class_slots() -> None:
-    """_FIELDS (used by __eq__) must name every slot; read from the source, as the compiled
-    class exposes no __slots__."""
+def test_field_list_names_every_attribute() -> None:
+    """_FIELDS is the class's __slots__ and what __eq__ compares: it must name every attribute
+    __init__ sets. Read from the source, as the compiled class exposes no __slots__."""
     import ast  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
     from streamflow_jobs import state as module  # noqa: PLC0415
 
     tree = ast.parse((Path(module.__file__).parent / "state.py").read_text())
-    slots = next(
-        node.value
+    init = next(
+        node
         for node in ast.walk(tree)
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "__slots__"
+        if isinstance(node, ast.FunctionDef) and node.name == "__init__"
     )
-    assert set(ast.literal_eval(slots)) == set(module._FIELDS)
+    assigned = {
+        target.attr
+        for node in ast.walk(init)
+        if isinstance(node, ast.Assign | ast.AnnAssign)
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Attribute)
+    }
+    assert assigned == set(module._FIELDS)

@@ -29,6 +29,27 @@ _NEWEST = struct.Struct("<q")
 _LAYOUTS = {1: _V1_FIXED, 2: _V2_FIXED}
 
 
+# The attributes of CustomerState: its __slots__, and what __eq__/__repr__ read (a mypyc-compiled
+# class exposes no __slots__ at run time).
+_FIELDS = (
+    "amount_m2",
+    "amount_mean",
+    "amount_n",
+    "geo_ms",
+    "has_geo",
+    "home_lat",
+    "home_lon",
+    "home_n",
+    "hour_cos",
+    "hour_n",
+    "hour_sin",
+    "lat",
+    "lon",
+    "payment_mask",
+    "recent_ms",
+)
+
+
 class StateEncodingError(ValueError):
     """Bytes that are not a customer state of a version this code knows."""
 
@@ -36,23 +57,7 @@ class StateEncodingError(ValueError):
 class CustomerState:  # noqa: PLW1641 - mutable, compared by value, never hashed
     """What the detector remembers about one customer. Mutated in place by the evaluator."""
 
-    __slots__ = (
-        "amount_m2",
-        "amount_mean",
-        "amount_n",
-        "geo_ms",
-        "has_geo",
-        "home_lat",
-        "home_lon",
-        "home_n",
-        "hour_cos",
-        "hour_n",
-        "hour_sin",
-        "lat",
-        "lon",
-        "payment_mask",
-        "recent_ms",
-    )
+    __slots__ = _FIELDS
 
     def __init__(self) -> None:
         # Welford running statistics of the (winsorised) amount.
@@ -122,26 +127,6 @@ class CustomerState:  # noqa: PLW1641 - mutable, compared by value, never hashed
     def __repr__(self) -> str:
         fields = ", ".join(f"{s}={getattr(self, s)!r}" for s in _FIELDS)
         return f"CustomerState({fields})"
-
-
-# The attribute names for __eq__/__repr__ (a mypyc-compiled class has no __slots__ at run time).
-_FIELDS = (
-    "amount_m2",
-    "amount_mean",
-    "amount_n",
-    "geo_ms",
-    "has_geo",
-    "home_lat",
-    "home_lon",
-    "home_n",
-    "hour_cos",
-    "hour_n",
-    "hour_sin",
-    "lat",
-    "lon",
-    "payment_mask",
-    "recent_ms",
-)
 
 
 def encode_state(state: CustomerState, version: int = STATE_VERSION) -> bytes:
