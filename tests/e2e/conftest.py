@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import signal
 import subprocess
@@ -132,8 +133,10 @@ VERSIONS = dict(
 )
 
 
+@functools.cache
 def helm() -> str:
-    """The pinned helm, built once from its Go module (e2e/cluster/build.sh)."""
+    """The pinned helm, built once from its Go module (e2e/cluster/build.sh); checked once per
+    session."""
     subprocess.run([str(ROOT / "e2e/cluster/build.sh"), "helm"], check=True, capture_output=True)
     cache = Path(os.environ.get("STREAMFLOW_CACHE", Path.home() / ".cache/streamflow"))
     return str(cache / "bin" / f"helm-{VERSIONS['HELM_VERSION']}")
@@ -160,11 +163,29 @@ def helm_template(namespace: str, *args: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(out) if d]
 
 
+def apply_manifests(
+    api: Any, docs: list[dict[str, Any]], manager: str, dry_run: bool = False
+) -> None:
+    """Server-side apply each manifest (with ``dry_run``, only validated by the apiserver)."""
+    from kubernetes import dynamic  # noqa: PLC0415
+
+    resources = dynamic.DynamicClient(api).resources
+    for doc in docs:
+        resources.get(api_version=doc["apiVersion"], kind=doc["kind"]).server_side_apply(
+            body=doc,
+            name=doc["metadata"]["name"],
+            namespace=doc["metadata"].get("namespace"),
+            field_manager=manager,
+            force_conflicts=True,
+            **({"dry_run": "All"} if dry_run else {}),
+        )
+
+
 @pytest.fixture(scope="session")
 def operator_kubeconfig(cluster: Path, api: Any) -> Path:
     """Credentials of the chart's ServiceAccount: the e2e operator runs with exactly the RBAC
     that `helm install` grants, so a missing permission fails the suite."""
-    from kubernetes import client, dynamic  # noqa: PLC0415
+    from kubernetes import client  # noqa: PLC0415
 
     rendered = helm_template(
         OPERATOR_NAMESPACE,
@@ -176,15 +197,8 @@ def operator_kubeconfig(cluster: Path, api: Any) -> Path:
     core = client.CoreV1Api(api)
     with contextlib.suppress(client.ApiException):
         core.create_namespace({"metadata": {"name": OPERATOR_NAMESPACE}})
-    resources = dynamic.DynamicClient(api).resources
-    for doc in rendered:  # applied, not created: a running cluster gets the current rules
-        resources.get(api_version=doc["apiVersion"], kind=doc["kind"]).server_side_apply(
-            body=doc,
-            name=doc["metadata"]["name"],
-            namespace=doc["metadata"].get("namespace"),
-            field_manager="e2e-chart",
-            force_conflicts=True,
-        )
+    # Applied, not created: a running cluster gets the chart's current rules.
+    apply_manifests(api, rendered, "e2e-chart")
     (sa,) = [d for d in rendered if d["kind"] == "ServiceAccount"]
     token = core.create_namespaced_service_account_token(
         sa["metadata"]["name"],

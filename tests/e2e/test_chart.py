@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import CHART, OPERATOR_NAMESPACE, helm, helm_template
+from tests.e2e.conftest import CHART, OPERATOR_NAMESPACE, apply_manifests, helm, helm_template
 
 pytestmark = pytest.mark.e2e
 
@@ -83,24 +83,7 @@ def test_values_reach_the_manifests() -> None:
 def test_the_apiserver_accepts_every_manifest(api: Any, operator_kubeconfig: Path) -> None:
     """Server-side dry run: the real apiserver validates each rendered object (in the
     operator's namespace, which the operator_kubeconfig fixture creates)."""
-    from kubernetes import dynamic  # noqa: PLC0415
-
-    client = dynamic.DynamicClient(api)
-    for doc in render():
-        if doc["kind"] == "ClusterRole" or doc["kind"] == "ClusterRoleBinding":
-            namespace = None
-        else:
-            namespace = OPERATOR_NAMESPACE
-            doc["metadata"]["namespace"] = namespace
-        resource = client.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
-        resource.server_side_apply(
-            body=doc,
-            name=doc["metadata"]["name"],
-            namespace=namespace,
-            field_manager="chart-test",
-            force_conflicts=True,
-            dry_run="All",
-        )
+    apply_manifests(api, helm_template(OPERATOR_NAMESPACE), "chart-test", dry_run=True)
 
 
 ALLOWED = [

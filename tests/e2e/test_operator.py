@@ -30,6 +30,16 @@ from tests.e2e.sim import (
 pytestmark = pytest.mark.e2e
 
 
+def model_config_map(name: str, namespace: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """A model artifact published as users do: a ConfigMap with model.json."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"model.json": orjson.dumps(doc).decode()},
+    }
+
+
 def test_create_renders_every_child(
     operator: Operator, kube: Kube, namespaces: tuple[str, str, str]
 ) -> None:
@@ -178,14 +188,7 @@ def test_rules_and_model_changes_become_savepoint_upgrades(
     doc["training"] = {**doc["training"], "note": "retrained"}
     doc["model_version"] = "iforest-retrained01"
     doc["checksum"] = payload_checksum(doc)
-    kube.create(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "model-v2", "namespace": ns},
-            "data": {"model.json": orjson.dumps(doc).decode()},
-        }
-    )
+    kube.create(model_config_map("model-v2", ns, doc))
     kube.patch(
         *FP,
         "upgrade",
@@ -214,14 +217,7 @@ def test_a_tampered_model_stalls_with_a_clear_message(
     ns, kafka_ns, airflow_ns = namespaces
     doc = orjson.loads(DEFAULT_MODEL_PATH.read_bytes())
     doc["calibration"]["high"] = 0.5  # content changed, checksum not
-    kube.create(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "bad-model", "namespace": ns},
-            "data": {"model.json": orjson.dumps(doc).decode()},
-        }
-    )
+    kube.create(model_config_map("bad-model", ns, doc))
     kube.create(
         pipeline("tampered", ns, kafka_ns, airflow_ns, model={"configMapName": "bad-model"})
     )
