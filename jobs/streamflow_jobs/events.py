@@ -176,12 +176,9 @@ def parse_transaction(raw: bytes | str) -> ParsedTransaction | ParseFailure:
         return _classify_failure(raw, exc)
     except msgspec.DecodeError as exc:
         return _classify_failure(raw, exc)
-    version = txn.schema_version
-    if version == CURRENT_SCHEMA_VERSION:
+    if txn.schema_version == CURRENT_SCHEMA_VERSION:
         return ParsedTransaction(txn)
-    if version == 1 and txn.payment_method is None and b'"payment_method"' not in raw:
-        return ParsedTransaction(txn)  # a v1 event without v2's field is already read right
-    return _parse_tolerant(raw)  # a v1 carrying v2's field, or newer: field sets differ
+    return _parse_tolerant(raw)  # v1 or newer: which fields count depends on the version
 
 
 def too_large(size: int) -> ParseFailure:
