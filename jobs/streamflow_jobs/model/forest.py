@@ -253,6 +253,8 @@ class ForestScorer:
         self._leaves = leaves.ravel()
         self._tree_base = (np.arange(n, dtype=np.intp) * inner)[None, :]
         self._leaf_base = (np.arange(n, dtype=np.intp) * 2**depth - inner)[None, :]
+        # What the compiled walk takes after the rows (see _walk).
+        self._walk_args = (self._feature, self._threshold, self._leaves, n, depth)
 
     # ---- scoring --------------------------------------------------------------------------
     def raw_scores(self, x: npt.ArrayLike) -> F64:
@@ -260,9 +262,7 @@ class ForestScorer:
         x32 = self._check(x)
         walk = _compiled_walk()
         if walk is not None:
-            depths = walk(
-                x32, self._feature, self._threshold, self._leaves, self.n_trees, self.depth
-            )
+            depths = walk(x32, *self._walk_args)
             return np.asarray(2.0 ** (-depths / self._denominator), dtype=np.float64)
         return self.raw_scores_numpy(x32)
 
@@ -297,7 +297,7 @@ class ForestScorer:
         if walk is None or len(row) != len(self.features):
             return float(self.raw_scores(np.array([row], dtype=np.float64))[0])
         x32 = np.array([row], dtype=np.float32)
-        depth = walk(x32, self._feature, self._threshold, self._leaves, self.n_trees, self.depth)
+        depth = walk(x32, *self._walk_args)
         return float(2.0 ** (-float(depth[0]) / self._denominator))
 
     def calibrate(self, raw: F64) -> F64:
