@@ -116,6 +116,14 @@ def migrate(conninfo: str, migrations: list[Migration], wait: float = 0.0) -> li
         with conn.transaction():  # concurrent CREATE TABLE IF NOT EXISTS can race: lock first
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
             conn.execute(_LEDGER)
+            ledger = conn.execute("SELECT version FROM public.streamflow_migrations").fetchall()
+        # Refuse a database that is ahead of this code (a newer image ran first), before
+        # touching it.
+        unknown = sorted({v for (v,) in ledger} - {m.version for m in migrations})
+        if unknown:
+            raise MigrationError(
+                f"the database has migrations this version does not know: {unknown}"
+            )
         for migration in migrations:
             with conn.transaction():
                 # Held to the end of this transaction: one runner applies a file at a time.
@@ -135,7 +143,7 @@ def migrate(conninfo: str, migrations: list[Migration], wait: float = 0.0) -> li
                 try:
                     conn.execute(migration.sql.encode("utf-8"))
                 except psycopg.Error as exc:
-                    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    first_line = (str(exc).strip().splitlines() or [""])[0]
                     raise MigrationError(
                         f"{migration.file} failed and was rolled back: "
                         f"{type(exc).__name__}: {first_line}"
@@ -146,17 +154,6 @@ def migrate(conninfo: str, migrations: list[Migration], wait: float = 0.0) -> li
                     (migration.version, migration.name, migration.sha256),
                 )
                 applied.append(migration)
-        # Refuse a database that is ahead of this code (a newer image ran first).
-        known = {m.version for m in migrations}
-        unknown = [
-            v
-            for (v,) in conn.execute("SELECT version FROM public.streamflow_migrations").fetchall()
-            if v not in known
-        ]
-        if unknown:
-            raise MigrationError(
-                f"the database has migrations this version does not know: {sorted(unknown)}"
-            )
     return applied
 
 
