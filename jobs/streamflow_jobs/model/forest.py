@@ -24,7 +24,7 @@ import hashlib
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -183,8 +183,12 @@ def build_artifact(
     return doc
 
 
-def write_artifact(doc: dict[str, Any], path: str | Path) -> None:
-    Path(path).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+def write_artifact(doc: dict[str, Any], target: str | Path | IO[bytes]) -> None:
+    data = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    if isinstance(target, str | Path):
+        Path(target).write_bytes(data)
+    else:
+        target.write(data)
 
 
 class ForestScorer:
@@ -262,9 +266,15 @@ class ForestScorer:
         x32 = self._check(x)
         walk = _compiled_walk()
         if walk is not None:
-            depths = walk(x32, *self._walk_args)
-            return np.asarray(2.0 ** (-depths / self._denominator), dtype=np.float64)
+            return self._anomaly(walk(x32, *self._walk_args))
         return self.raw_scores_numpy(x32)
+
+    def _anomaly(self, depths: F64) -> F64:
+        """``2 ** -(depth / denominator)`` per row with Python's float power: the per-event path
+        (:meth:`raw_score_one`) does exactly this, while numpy's vectorised power may differ in
+        the last bit on some processors (AVX-512), so the batch and the stream would not agree."""
+        den = self._denominator
+        return np.array([2.0 ** (-d / den) for d in depths.tolist()], dtype=np.float64)
 
     def _check(self, x: npt.ArrayLike) -> F32:
         x32 = np.ascontiguousarray(x, dtype=np.float32)
@@ -287,8 +297,7 @@ class ForestScorer:
             node += 1
             node += go_right
         path = self._leaves[node + self._leaf_base]
-        depths = path.sum(axis=1)
-        return np.asarray(2.0 ** (-depths / self._denominator), dtype=np.float64)
+        return self._anomaly(path.sum(axis=1))
 
     def raw_score_one(self, row: tuple[float, ...] | list[float]) -> float:
         """One row, for per-event callers (the Flink job): the same compiled walk, without the
@@ -301,7 +310,9 @@ class ForestScorer:
         return float(2.0 ** (-float(depth[0]) / self._denominator))
 
     def calibrate(self, raw: F64) -> F64:
-        return np.asarray(np.clip((raw - self._cal_low) / self._cal_span, 0.0, 1.0))
+        """:meth:`calibrate_one` of each score (the same scalar operations, not numpy's)."""
+        one = self.calibrate_one
+        return np.array([one(r) for r in raw.tolist()], dtype=np.float64)
 
     def calibrate_one(self, raw: float) -> float:
         return min(max((raw - self._cal_low) / self._cal_span, 0.0), 1.0)

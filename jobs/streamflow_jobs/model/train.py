@@ -28,6 +28,8 @@ MAX_SAMPLES = 1024
 # score 0, so the model adds no noise to ordinary traffic, and the top 0.1 % score 1.
 CALIBRATION_LOW_QUANTILE = 0.9
 CALIBRATION_HIGH_QUANTILE = 0.999
+# Fewer rows than this cannot place the calibration's top quantile (0.1 %) on a single row.
+MIN_TRAINING_ROWS = 1000
 
 
 def train_forest(
@@ -38,8 +40,10 @@ def train_forest(
 
     if features.ndim != 2 or features.shape[1] != len(FEATURE_NAMES):
         raise ValueError(f"expected rows of {len(FEATURE_NAMES)} features, got {features.shape}")
-    if features.shape[0] < 2:
-        raise ValueError("need at least two transactions to train a model")
+    if features.shape[0] < MIN_TRAINING_ROWS:
+        raise ValueError(
+            f"{features.shape[0]} transactions; a model needs at least {MIN_TRAINING_ROWS}"
+        )
     forest = IsolationForest(
         n_estimators=N_TREES, max_samples=min(MAX_SAMPLES, len(features)), random_state=seed
     )
@@ -63,7 +67,10 @@ def train_forest(
             )
         )
     denominator = float(N_TREES * average_path_length(np.array([float(max_samples)]))[0])
-    raw = -forest.score_samples(features)
+    # The calibration quantiles come from the exported trees scored as the detector scores them
+    # (scikit-learn's score_samples raises 2 to a power with numpy's vectorised kernel, whose
+    # last bit depends on the processor: the artifact would differ from machine to machine).
+    raw = _exported_raw_scores(trees, features, max_samples, denominator)
     calibration = Calibration(
         low=float(np.quantile(raw, CALIBRATION_LOW_QUANTILE)),
         high=float(np.quantile(raw, CALIBRATION_HIGH_QUANTILE)),
@@ -85,3 +92,20 @@ def train_forest(
         calibration=calibration,
         training=training,
     )
+
+
+def _exported_raw_scores(
+    trees: list[RawTree], features: npt.NDArray[np.float64], max_samples: int, denominator: float
+) -> npt.NDArray[np.float64]:
+    from streamflow_jobs.model.forest import ForestArtifact, ForestScorer  # noqa: PLC0415
+
+    provisional = build_artifact(
+        trees,
+        features=list(FEATURE_NAMES),
+        max_samples=max_samples,
+        denominator=denominator,
+        calibration=Calibration(low=0.0, high=1.0),
+        training={},
+    )
+    scorer = ForestScorer(ForestArtifact.model_validate(provisional), trees)
+    return scorer.raw_scores(features)
