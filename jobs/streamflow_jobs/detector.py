@@ -7,28 +7,46 @@ steps so that batch callers can score the model once per batch:
    (sequential by nature: each transaction sees the history before it);
 2. :meth:`Detector.decide_batch` scores the features of many outcomes with the forest at once and
    blends. The state never depends on the ML score, so batching cannot change any decision;
-   :meth:`Detector.decide` is the same for a single outcome.
+   :meth:`Detector.decide` is the same for a single outcome, with the same float operations.
+
+:meth:`Detector.process` is both steps for one event, as the streaming job calls it.
 
 ``score = ml_alpha * ml + (1 - ml_alpha) * rules``. The default alpha (0.7) leans on the model,
 which ranks best (docs/benchmarks.md); the rules add their reasons and lift what they confirm. A
 block rule (FR-005, the blacklist) is the exception: like a block list in Stripe Radar, it
 overrides the blend and raises the score to the alert threshold, so a listed customer or store
 always alerts.
+
+A transaction the customer's state remembers (same id) is not scored again: a copy with the same
+content gets the first decision, a copy with other content is a ``conflicting_duplicate`` failure
+(a dead letter), and neither changes the state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import chain
 
 import numpy as np
 
-from streamflow_jobs.events import FraudDecision, Transaction
+from streamflow_jobs.dedup import recall
+from streamflow_jobs.events import FraudDecision, ParseFailure, Transaction, epoch_ms
 from streamflow_jobs.model.features import FEATURE_NAMES
 from streamflow_jobs.model.forest import ForestScorer, ModelArtifactError
 from streamflow_jobs.rules.config import RulesConfig
 from streamflow_jobs.rules.evaluator import RuleOutcome, RulesEvaluator
 from streamflow_jobs.state import CustomerState
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """What :meth:`Detector.process` made of one event: a decision (``duplicate`` when it is the
+    remembered decision of a transaction seen before) or a failure for the dead letters."""
+
+    decision: FraudDecision | None
+    failure: ParseFailure | None = None
+    duplicate: bool = False
 
 
 class Detector:
@@ -44,8 +62,38 @@ class Detector:
         # Without a model the blend is the rules score alone.
         self.alpha = rules.ml_alpha if model is not None else 0.0
         self.model_version = model.model_version if model is not None else None
+        self.rules_version = rules.content_version
         self.threshold = rules.alert_threshold
+        self.max_clock_skew_ms = rules.event_time.max_clock_skew_seconds * 1000
 
+    # ---- the streaming path -------------------------------------------------------------------
+    def check_clock(self, txn: Transaction, now_ms: int) -> ParseFailure | None:
+        """For live streams only (replays read history): an event too far ahead of the
+        processing clock cannot be scored honestly and is refused."""
+        if not self.max_clock_skew_ms:
+            return None
+        ahead = epoch_ms(txn.timestamp) - now_ms
+        if ahead <= self.max_clock_skew_ms:
+            return None
+        return ParseFailure(
+            "timestamp_in_future",
+            f"timestamp: {txn.timestamp.isoformat()} is {ahead / 1000:,.0f} s ahead of the "
+            f"processing clock (tolerance {self.max_clock_skew_ms // 1000} s)",
+        )
+
+    def process(
+        self, state: CustomerState, txn: Transaction, now_ms: int | None = None
+    ) -> Detection:
+        """One event, as the Flink job handles it: the clock check (when ``now_ms`` is given),
+        the rules (updating ``state``), then the decision."""
+        if now_ms is not None and (late := self.check_clock(txn, now_ms)) is not None:
+            return Detection(None, late)
+        outcome = self.evaluator.evaluate(state, txn)
+        if outcome.conflict is not None:
+            return Detection(None, ParseFailure("conflicting_duplicate", outcome.conflict))
+        return Detection(self.decide(txn, outcome), None, outcome.repeat_of is not None)
+
+    # ---- the two steps ------------------------------------------------------------------------
     def evaluate(self, state: CustomerState, txn: Transaction) -> RuleOutcome:
         return self.evaluator.evaluate(state, txn)
 
@@ -62,7 +110,7 @@ class Detector:
         )
         if outcome.blocked and score < self.threshold:
             score = self.threshold
-        return FraudDecision(
+        decision = FraudDecision(
             transaction_id=txn.transaction_id,
             customer_id=txn.customer_id,
             store_id=txn.store_id,
@@ -73,11 +121,18 @@ class Detector:
             ml_score=ml,
             is_alert=score >= self.threshold,
             reasons=outcome.reasons,
-            rules_version=self.rules.version,
+            rules_version=self.rules_version,
             model_version=self.model_version,
         )
+        if outcome.seen is not None:
+            outcome.seen.decision = decision
+        return decision
 
     def decide(self, txn: Transaction, outcome: RuleOutcome) -> FraudDecision:
+        """The decision for one evaluated outcome (not a conflict: that is a dead letter)."""
+        if outcome.repeat_of is not None:
+            _refuse_conflict(outcome)
+            return recall(outcome.repeat_of, txn)
         ml = None
         if self.model is not None:
             ml = self.model.calibrate_one(self.model.raw_score_one(outcome.features))
@@ -87,9 +142,26 @@ class Detector:
         self, txns: Sequence[Transaction], outcomes: Sequence[RuleOutcome]
     ) -> list[FraudDecision]:
         """:meth:`decide` for many outcomes: one forest walk, and the blend as array arithmetic
-        (the same IEEE operations in the same order as :meth:`_blend`, so the same floats)."""
-        if self.model is None or not outcomes:
-            return [self._blend(t, o, None) for t, o in zip(txns, outcomes, strict=True)]
+        (IEEE multiply and add, in the same order as :meth:`_blend`, so the same floats; the
+        power and the calibration are the scalar operations of the per-event path)."""
+        fresh = [i for i, o in enumerate(outcomes) if o.repeat_of is None]
+        if self.model is None or not fresh:
+            return [self.decide(t, o) for t, o in zip(txns, outcomes, strict=True)]
+        if len(fresh) < len(outcomes):
+            # Repeats take their remembered decision, possibly one made earlier in this batch,
+            # so decisions are built in input order.
+            chosen = self._decide_fresh([txns[i] for i in fresh], [outcomes[i] for i in fresh])
+            decided = dict(zip(fresh, chosen, strict=True))
+            out = []
+            for i, (t, o) in enumerate(zip(txns, outcomes, strict=True)):
+                out.append(decided[i] if i in decided else self.decide(t, o))
+            return out
+        return self._decide_fresh(txns, outcomes)
+
+    def _decide_fresh(
+        self, txns: Sequence[Transaction], outcomes: Sequence[RuleOutcome]
+    ) -> list[FraudDecision]:
+        assert self.model is not None
         n = len(outcomes)
         # One flat pass over the feature tuples: half the cost of np.array(list of tuples).
         features = chain.from_iterable([o.features for o in outcomes])
@@ -101,9 +173,12 @@ class Detector:
         score = self.alpha * ml + (1 - self.alpha) * rules
         score[blocked & (score < self.threshold)] = self.threshold
         alert = score >= self.threshold
-        rules_version, model_version = self.rules.version, self.model_version
-        return [
-            FraudDecision(
+        rules_version, model_version = self.rules_version, self.model_version
+        decisions = []
+        for t, o, s, m, a in zip(
+            txns, outcomes, score.tolist(), ml.tolist(), alert.tolist(), strict=True
+        ):
+            decision = FraudDecision(
                 t.transaction_id,
                 t.customer_id,
                 t.store_id,
@@ -117,7 +192,12 @@ class Detector:
                 rules_version,
                 model_version,
             )
-            for t, o, s, m, a in zip(
-                txns, outcomes, score.tolist(), ml.tolist(), alert.tolist(), strict=True
-            )
-        ]
+            if o.seen is not None:
+                o.seen.decision = decision
+            decisions.append(decision)
+        return decisions
+
+
+def _refuse_conflict(outcome: RuleOutcome) -> None:
+    if outcome.conflict is not None:
+        raise ValueError(f"a conflicting duplicate has no decision: {outcome.conflict}")

@@ -16,8 +16,9 @@ fails to parse is ever dropped: :func:`parse_transaction` returns either a trans
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -137,12 +138,107 @@ class ParsedTransaction(msgspec.Struct, frozen=True, gc=False):
     unknown_fields: tuple[str, ...] = ()
 
 
+ErrorType = Literal[
+    "payload_too_large",
+    "invalid_encoding",
+    "invalid_json",
+    "not_an_object",
+    "duplicate_key",
+    "validation_error",
+    "timestamp_in_future",
+    "conflicting_duplicate",
+]
+Stage = Literal["ingest", "parse", "validate", "detect", "sink"]
+_STAGE_OF: dict[str, Stage] = {
+    "validation_error": "validate",
+    "timestamp_in_future": "validate",
+    "conflicting_duplicate": "detect",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ParseFailure:
-    error_type: Literal[
-        "payload_too_large", "invalid_encoding", "invalid_json", "not_an_object", "validation_error"
-    ]
+    """Why an event cannot be processed: it becomes a dead letter (never raised, never dropped)."""
+
+    error_type: ErrorType
     message: str
+
+    @property
+    def stage(self) -> Stage:
+        return _STAGE_OF.get(self.error_type, "parse")
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_NO_OFFSET = timedelta(0)
+
+
+def epoch_ms(ts: datetime) -> int:
+    """Milliseconds since the epoch, in integer arithmetic (exact; sub-milliseconds floored; a
+    naive time is read as UTC). The evaluator inlines the same arithmetic on its hot path."""
+    offset = ts.utcoffset() or _NO_OFFSET
+    return (
+        (ts.toordinal() - _EPOCH_ORDINAL) * 86_400_000
+        + (ts.hour * 3600 + ts.minute * 60 + ts.second - offset.days * 86400 - offset.seconds)
+        * 1000
+        + ts.microsecond // 1000
+    )
+
+
+# ---- repeated keys -------------------------------------------------------------------------------
+# JSON decoders keep the last of a repeated key, so {"amount": 1, ..., "amount": 99999} would be
+# read as 99999 while a system that keeps the first reads 1. Such an object is refused. Counting
+# every key exactly costs a second parse (~3 us); instead the keys are counted from the bytes
+# (each is a string followed by a colon; a quote inside a string is escaped) and compared with the
+# fields known to be present, and only a line where the two disagree gets the exact check.
+_OPTIONAL_DEFAULTS = tuple(
+    (name.encode(), f'"{name}":'.encode(), default)
+    for name, default in (
+        ("product_id", None),
+        ("currency", "BRL"),
+        ("payment_method", None),
+        ("latitude", None),
+        ("longitude", None),
+        ("schema_version", CURRENT_SCHEMA_VERSION),
+    )
+)
+_REQUIRED_FIELDS = 5
+_SPACE_BEFORE_COLON = (b'" ', b'"\t', b'"\n', b'"\r')
+
+
+def _keys_in(raw: bytes) -> int:
+    """The number of keys in a valid JSON object, or -1 if it cannot be told from the bytes
+    alone (whitespace between a key and its colon)."""
+    if any(p in raw for p in _SPACE_BEFORE_COLON):
+        return -1
+    return raw.count(b'":') - raw.count(b'\\":')
+
+
+def _fields_present_at_least(raw: bytes, txn: Transaction) -> int:
+    """How many distinct fields the strictly decoded ``txn`` surely had (a field holding its
+    default value may have been left out; it counts when its key is in the bytes)."""
+    present = _REQUIRED_FIELDS
+    for name, key, default in _OPTIONAL_DEFAULTS:
+        if getattr(txn, name.decode()) != default or key in raw:
+            present += 1
+    return present
+
+
+def _repeated_key(raw: bytes) -> ParseFailure | None:
+    """The exact check: a JSON object (at any depth) that names a key twice."""
+    repeated: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> None:
+        names = [name for name, _ in items]
+        if not repeated and len(set(names)) != len(names):
+            repeated.append(next(n for n in names if names.count(n) > 1))
+
+    try:
+        json.loads(raw, object_pairs_hook=pairs)
+    except ValueError:  # decoded by msgspec already; json's stricter corners do not matter here
+        return None
+    if not repeated:
+        return None
+    return ParseFailure("duplicate_key", f"key {repeated[0]!r} appears more than once")
 
 
 def _split_error(text: str) -> tuple[str, str | None]:
@@ -176,9 +272,13 @@ def parse_transaction(raw: bytes | str) -> ParsedTransaction | ParseFailure:
         return _classify_failure(raw, exc)
     except msgspec.DecodeError as exc:
         return _classify_failure(raw, exc)
-    if txn.schema_version == CURRENT_SCHEMA_VERSION:
-        return ParsedTransaction(txn)
-    return _parse_tolerant(raw)  # v1 or newer: which fields count depends on the version
+    if txn.schema_version != CURRENT_SCHEMA_VERSION:
+        return _parse_tolerant(raw)  # v1 or newer: which fields count depends on the version
+    if _keys_in(raw) != _fields_present_at_least(raw, txn):
+        repeated = _repeated_key(raw)
+        if repeated is not None:
+            return repeated
+    return ParsedTransaction(txn)
 
 
 def too_large(size: int) -> ParseFailure:
@@ -210,6 +310,10 @@ def _parse_tolerant(raw: bytes) -> ParsedTransaction | ParseFailure:
         fields = _decode_fields(raw)
     except msgspec.DecodeError as exc:
         return _classify_failure(raw, exc)
+    if _keys_in(raw) != len(fields):
+        repeated = _repeated_key(raw)
+        if repeated is not None:
+            return repeated
     version_json = fields.get("schema_version")
     version = CURRENT_SCHEMA_VERSION if version_json is None else msgspec.json.decode(version_json)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -273,7 +377,7 @@ class DeadLetter(msgspec.Struct, frozen=True):
 
     error_type: str
     error_message: str
-    stage: Literal["parse", "validate", "detect", "sink"]
+    stage: Stage
     source: SourceRef
     payload: str  # the original payload, cut at DEAD_LETTER_PAYLOAD_LIMIT bytes
     payload_bytes: Annotated[int, msgspec.Meta(ge=0)]  # size of the original payload
@@ -294,7 +398,7 @@ def dead_letter_for(
     return DeadLetter(
         error_type=failure.error_type,
         error_message=failure.message,
-        stage="validate" if failure.error_type == "validation_error" else "parse",
+        stage=failure.stage,
         source=source,
         # backslashreplace keeps stray bytes visible (\xff) instead of losing them.
         payload=cut.decode("utf-8", errors="backslashreplace"),

@@ -3,10 +3,22 @@
 The fraud-detector keeps one :class:`CustomerState` per customer in Flink keyed state as the bytes
 from :func:`encode_state`; the replay CLI keeps the objects in a dict. Both run the same evaluator.
 
-Encoding (little-endian, ``struct``): a version byte, a fixed block, then the recent event times
-of the velocity window as uint32 millisecond offsets back from the newest. Version 1 lacked the
-payment-method set and the home centroid; it still decodes (both start empty). A state is at most
-``1 + 90 + 8 + 4 * MAX_RECENT`` bytes (227 today), far under the 1 KiB budget.
+What the state guarantees under hostile or disordered input (docs/detector-guarantees.md):
+
+- Time is judged per event, never against "the newest time seen": the velocity window counts the
+  densest window that contains the event (so a late event and a burst that arrives in reverse
+  order are counted), and its bounded list evicts only what is older than the current event's
+  window, or the oldest entry on overflow. One event dated 2099 occupies one slot; it cannot push
+  later events out of their windows.
+- An event whose time is implausibly far (``event_time.max_customer_gap_days``) from the
+  customer's last plausible transaction is flagged and kept out of the time-based state (window,
+  last location, hour profile) until a second event confirms the jump.
+- The customer's last :data:`DEDUP_MEMORY` transactions are remembered by id with their decision,
+  so a retry gets the first decision again and changes nothing (see dedup.py).
+
+Encoding v3 (little-endian, ``struct``): a version byte, a fixed block, the recent event times as
+int64 milliseconds, then the remembered transactions (id and a msgpack record each). Versions 1
+and 2 still decode (the fields they lacked start empty).
 """
 
 from __future__ import annotations
@@ -15,18 +27,27 @@ import struct
 import zlib
 from bisect import bisect_left, bisect_right, insort
 
-STATE_VERSION = 2
+from streamflow_jobs.dedup import encode_remembered
+
+STATE_VERSION = 3
 # Recent event times kept for the velocity window. The count saturates here, which is enough:
 # the velocity rule's max_count is bounded at 30 by RulesConfig.
 MAX_RECENT = 32
+# Transactions remembered per customer for idempotency: a retry of any of them is recognised.
+DEDUP_MEMORY = 8
+# "No time": an anchor or pending time that is not set.
+NO_TIME = -(2**63)
 _OFFSET_LIMIT = 2**32 - 1
 
 # n, mean, m2 | hour_n, hour_cos, hour_sin | has_geo, lat, lon, geo_ms | payment_mask |
-# home_n, home_lat, home_lon | count
+# home_n, home_lat, home_lon | anchor_ms, pending_ms | recent count, remembered count
+_V3_FIXED = struct.Struct("<IddIddBddqIIddqqBB")
+# v2 and v1 stored recent times as uint32 offsets back from the newest.
 _V2_FIXED = struct.Struct("<IddIddBddqIIddB")
 _V1_FIXED = struct.Struct("<IddIddBddqB")  # v1 had neither payment_mask nor the home centroid
 _NEWEST = struct.Struct("<q")
-_LAYOUTS = {1: _V1_FIXED, 2: _V2_FIXED}
+_LENGTH = struct.Struct("<H")
+_LAYOUTS = {1: _V1_FIXED, 2: _V2_FIXED, 3: _V3_FIXED}
 
 
 # The attributes of CustomerState: its __slots__, and what __eq__/__repr__ read (a mypyc-compiled
@@ -35,6 +56,7 @@ _FIELDS = (
     "amount_m2",
     "amount_mean",
     "amount_n",
+    "anchor_ms",
     "geo_ms",
     "has_geo",
     "home_lat",
@@ -46,12 +68,48 @@ _FIELDS = (
     "lat",
     "lon",
     "payment_mask",
+    "pending_ms",
     "recent_ms",
+    "seen",
 )
 
 
 class StateEncodingError(ValueError):
     """Bytes that are not a customer state of a version this code knows."""
+
+
+class Seen:  # noqa: PLW1641 - mutable, compared by value, never hashed
+    """A remembered transaction: its id, and either the live objects (``txn`` and, once decided,
+    ``decision``) or, after a state was decoded, the msgpack ``record`` they were stored as."""
+
+    __slots__ = ("decision", "record", "transaction_id", "txn")
+
+    def __init__(
+        self, transaction_id: str, txn: object = None, record: bytes | None = None
+    ) -> None:
+        self.transaction_id = transaction_id
+        self.txn = txn  # the Transaction, while it is in memory
+        self.decision: object = None  # its FraudDecision, set by the Detector
+        self.record = record
+
+    def stored(self) -> bytes:
+        """The record as encoded in the state (built from the live objects when needed)."""
+        if self.record is None:
+            if self.decision is None:
+                raise StateEncodingError(
+                    f"transaction {self.transaction_id} has no decision yet: encode the state "
+                    "after the Detector decided"
+                )
+            self.record = encode_remembered(self.txn, self.decision)
+        return self.record
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Seen):
+            return NotImplemented
+        return self.transaction_id == other.transaction_id and self.stored() == other.stored()
+
+    def __repr__(self) -> str:
+        return f"Seen({self.transaction_id!r})"
 
 
 class CustomerState:  # noqa: PLW1641 - mutable, compared by value, never hashed
@@ -68,7 +126,8 @@ class CustomerState:  # noqa: PLW1641 - mutable, compared by value, never hashed
         self.hour_n = 0
         self.hour_cos = 0.0
         self.hour_sin = 0.0
-        # Last located transaction (by event time).
+        # Last located transaction, by arrival: the travel check compares each pair of
+        # consecutive located transactions, whichever came first in event time.
         self.has_geo = False
         self.lat = 0.0
         self.lon = 0.0
@@ -79,32 +138,50 @@ class CustomerState:  # noqa: PLW1641 - mutable, compared by value, never hashed
         self.home_n = 0
         self.home_lat = 0.0
         self.home_lon = 0.0
-        # Event times (ms) inside the velocity window, ascending; at most MAX_RECENT.
+        # Event time of the last plausible transaction, and of a flagged one awaiting a second
+        # witness (NO_TIME when unset).
+        self.anchor_ms = NO_TIME
+        self.pending_ms = NO_TIME
+        # Event times (ms) of recent events, ascending; at most MAX_RECENT.
         self.recent_ms: list[int] = []
+        # The last DEDUP_MEMORY transactions, oldest first.
+        self.seen: list[Seen] = []
 
     # ---- velocity window --------------------------------------------------------------------
     def add_event_time(self, ms: int, window_ms: int) -> int:
-        """Record an event time; return how many events fall in (ms - window, ms], itself included.
+        """Record an event time; return the number of events in the densest window of
+        ``window_ms`` that contains it (itself included).
 
-        Out-of-order events are inserted in place; times older than the window before the newest
-        are evicted, and the list never exceeds MAX_RECENT entries.
+        In order, that is the window (ms - window, ms]. Out of order, later events already
+        recorded count too: a burst that arrives in reverse is counted like one in order.
+        Eviction needs two witnesses: a time goes when it is older than the window before the
+        *second* newest event (or before this one, if it is older), so one event far in the
+        future cannot push the others out; on overflow the oldest go.
         """
         recent = self.recent_ms
-        if not recent or ms >= recent[-1]:
+        in_order = not recent or ms >= recent[-1]
+        if in_order:
             recent.append(ms)
-            in_order = True
         else:
             insort(recent, ms)
-            in_order = False
-        # Evict what fell out of the window before the newest event, and keep at most MAX_RECENT.
-        drop = bisect_right(recent, recent[-1] - window_ms)
-        overflow = len(recent) - MAX_RECENT
-        drop = max(drop, overflow)
+        n = len(recent)
+        second = recent[-2] if n >= 2 else ms
+        drop = bisect_right(recent, (ms if ms < second else second) - window_ms)
+        drop = max(drop, n - MAX_RECENT)
         if drop:
             del recent[:drop]
-        if in_order:  # the common case: everything kept is inside (ms - window, ms]
-            return len(recent)
-        return bisect_right(recent, ms) - bisect_right(recent, ms - window_ms)
+        if in_order:
+            return len(recent) - bisect_right(recent, ms - window_ms)
+        # The densest window (end - window, end] holding ms ends at ms or at a later event.
+        best = 0
+        i = bisect_left(recent, ms)
+        n = len(recent)
+        while i < n and recent[i] < ms + window_ms:
+            end = recent[i]
+            count = bisect_right(recent, end) - bisect_right(recent, end - window_ms)
+            best = max(best, count)
+            i += 1
+        return best
 
     def previous_event_ms(self, ms: int) -> int | None:
         """The latest recorded event time strictly before ``ms`` (None if none is kept)."""
@@ -113,6 +190,19 @@ class CustomerState:  # noqa: PLW1641 - mutable, compared by value, never hashed
             return recent[-1]
         i = bisect_left(recent, ms)
         return recent[i - 1] if i else None
+
+    # ---- idempotency ------------------------------------------------------------------------
+    def find_seen(self, transaction_id: str) -> Seen | None:
+        for entry in self.seen:
+            if entry.transaction_id == transaction_id:
+                return entry
+        return None
+
+    def remember(self, entry: Seen) -> None:
+        seen = self.seen
+        seen.append(entry)
+        if len(seen) > DEDUP_MEMORY:
+            del seen[0]
 
     # ---- payment methods --------------------------------------------------------------------
     @staticmethod
@@ -130,11 +220,11 @@ class CustomerState:  # noqa: PLW1641 - mutable, compared by value, never hashed
 
 
 def encode_state(state: CustomerState, version: int = STATE_VERSION) -> bytes:
-    """Encode in the current layout (``version=1`` writes the old one, for compatibility tests)."""
+    """Encode in the current layout (``version=1|2`` writes an old one, for compatibility tests;
+    they hold no anchor and no remembered transactions)."""
     if version not in _LAYOUTS:
         raise StateEncodingError(f"unknown customer state version {version}")
     recent = state.recent_ms
-    newest = recent[-1] if recent else 0
     values: list[object] = [
         state.amount_n,
         state.amount_mean,
@@ -149,11 +239,27 @@ def encode_state(state: CustomerState, version: int = STATE_VERSION) -> bytes:
     ]
     if version >= 2:
         values += [state.payment_mask, state.home_n, state.home_lat, state.home_lon]
-    values.append(len(recent))
-    head = _LAYOUTS[version].pack(*values)
-    offsets = [min(newest - t, _OFFSET_LIMIT) for t in recent]
-    tail = _NEWEST.pack(newest) + struct.pack(f"<{len(offsets)}I", *offsets) if recent else b""
-    return bytes([version]) + head + tail
+    if version < 3:
+        values.append(len(recent))
+        head = _LAYOUTS[version].pack(*values)
+        if not recent:
+            return bytes([version]) + head
+        newest = recent[-1]
+        offsets = [min(newest - t, _OFFSET_LIMIT) for t in recent]
+        return (
+            bytes([version])
+            + head
+            + _NEWEST.pack(newest)
+            + struct.pack(f"<{len(offsets)}I", *offsets)
+        )
+    seen = state.seen
+    values += [state.anchor_ms, state.pending_ms, len(recent), len(seen)]
+    parts = [bytes([version]), _V3_FIXED.pack(*values), struct.pack(f"<{len(recent)}q", *recent)]
+    for entry in seen:
+        tid = entry.transaction_id.encode("utf-8")
+        record = entry.stored()
+        parts += [_LENGTH.pack(len(tid)), tid, _LENGTH.pack(len(record)), record]
+    return b"".join(parts)
 
 
 def decode_state(data: bytes) -> CustomerState:
@@ -182,12 +288,42 @@ def decode_state(data: bytes) -> CustomerState:
         state.geo_ms,
     ) = values[:10]
     state.has_geo = bool(has_geo)
-    if version == 2:
+    if version >= 2:
         state.payment_mask, state.home_n, state.home_lat, state.home_lon = values[10:14]
-    count = values[-1]
+    pos = 1 + fixed.size
+    if version < 3:
+        _decode_old_recent(state, data, pos, values[-1])
+        return state
+    state.anchor_ms, state.pending_ms, count, remembered = values[14:18]
+    if count > MAX_RECENT or remembered > DEDUP_MEMORY:
+        raise StateEncodingError(
+            f"{count} recent events / {remembered} remembered transactions exceed the maximum"
+        )
+    try:
+        state.recent_ms = list(struct.unpack_from(f"<{count}q", data, pos))
+        pos += 8 * count
+        for _ in range(remembered):
+            (size,) = _LENGTH.unpack_from(data, pos)
+            tid = data[pos + 2 : pos + 2 + size].decode("utf-8")
+            pos += 2 + size
+            (size,) = _LENGTH.unpack_from(data, pos)
+            record = data[pos + 2 : pos + 2 + size]
+            if len(record) != size:
+                raise StateEncodingError("truncated remembered transaction")
+            pos += 2 + size
+            state.seen.append(Seen(tid, record=record))
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise StateEncodingError(f"truncated or corrupt v3 state: {exc}") from exc
+    if pos != len(data):
+        raise StateEncodingError(f"state is {len(data)} bytes, expected {pos}")
+    if state.recent_ms != sorted(state.recent_ms):
+        raise StateEncodingError("recent event times are not in order")
+    return state
+
+
+def _decode_old_recent(state: CustomerState, data: bytes, pos: int, count: int) -> None:
     if count > MAX_RECENT:
         raise StateEncodingError(f"{count} recent events exceed the maximum {MAX_RECENT}")
-    pos = 1 + fixed.size
     if count:
         expected = pos + _NEWEST.size + 4 * count
         if len(data) != expected:
@@ -195,6 +331,6 @@ def decode_state(data: bytes) -> CustomerState:
         (newest,) = _NEWEST.unpack_from(data, pos)
         offsets = struct.unpack_from(f"<{count}I", data, pos + _NEWEST.size)
         state.recent_ms = [newest - o for o in offsets]
+        state.anchor_ms = newest  # the newest event was the last plausible one
     elif len(data) != pos:
         raise StateEncodingError(f"state is {len(data)} bytes, expected {pos}")
-    return state

@@ -7,11 +7,14 @@ original design's (shared/MISSION.md).
 
 from __future__ import annotations
 
+import hashlib
+from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 # camelCase in Kubernetes resources (the `rules` section of a FraudPipeline), snake_case in YAML
@@ -82,6 +85,27 @@ class BlacklistRule(_Rule):
     weight: Weight = 1.0
 
 
+class EventTimePolicy(BaseModel):
+    """How event times are trusted (docs/detector-guarantees.md)."""
+
+    model_config = _CONFIG
+
+    max_customer_gap_days: float = Field(
+        365.0,
+        gt=0,
+        le=36_500,
+        description="An event this far from the customer's last plausible transaction is flagged "
+        "(TS-001) and kept out of the time-based state until a second event confirms it",
+    )
+    max_clock_skew_seconds: int = Field(
+        300,
+        ge=0,
+        le=86_400,
+        description="Live streams only: an event this far ahead of the processing clock is a "
+        "dead letter (timestamp_in_future); 0 turns the check off. Replays never use the clock",
+    )
+
+
 class RulesConfig(BaseModel):
     """Thresholds and weights of FR-001..FR-005 and of the blend with the ML score (FR-006)."""
 
@@ -97,6 +121,15 @@ class RulesConfig(BaseModel):
     impossible_travel: ImpossibleTravelRule = ImpossibleTravelRule()
     unusual_hour: UnusualHourRule = UnusualHourRule()
     blacklist: BlacklistRule = BlacklistRule()
+    event_time: EventTimePolicy = EventTimePolicy()
+
+    @cached_property
+    def content_version(self) -> str:
+        """The version recorded on every decision: the declared ``version`` plus a hash of
+        everything else, so two different configurations never report the same version."""
+        body = self.model_dump(mode="json", exclude={"version"})
+        digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return f"{self.version}+{digest[:12]}"
 
     @model_validator(mode="after")
     def _some_rule_enabled(self) -> RulesConfig:
@@ -115,15 +148,61 @@ class RulesConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RulesConfig:
-        """Load from a YAML file; a mapping with the same keys as this model (all optional)."""
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"not YAML: {' '.join(str(exc).split())}") from exc
+        """Load from a YAML file; a mapping with the same keys as this model (all optional).
+
+        Hostile files fail fast in bounded memory: at most MAX_YAML_BYTES are read and YAML
+        aliases are refused (a "billion laughs" file is a few hundred bytes of aliases). Errors
+        are ValueErrors of one line per field."""
+        with Path(path).open("rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+        if len(raw) > MAX_YAML_BYTES:
+            raise ValueError(f"larger than {MAX_YAML_BYTES // (1 << 20)} MiB: not a rules file")
+        data = load_yaml(raw) or {}
         if not isinstance(data, dict):
             kind = type(data).__name__
-            raise ValueError(f"{path}: expected a mapping of rule settings, got {kind}")
-        return cls.model_validate(data)
+            raise ValueError(f"expected a mapping of rule settings, got {kind}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ValueError(describe_errors(exc)) from exc
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# A rules file with a blacklist of 100,000 ids is ~2 MiB; anything past this is not one.
+MAX_YAML_BYTES = 16 << 20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases: a configuration file never needs them, and they are
+    how a few hundred bytes expand into gigabytes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not allowed here", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def load_yaml(raw: bytes | str) -> Any:
+    """Bounded YAML: no aliases; a syntax error is a one-line ValueError."""
+    try:
+        return yaml.load(raw, Loader=_NoAliasLoader)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not YAML: {' '.join(str(exc).split())}") from exc
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """pydantic's errors as one readable line per field (no URLs, no input dumps)."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] not in {"missing", "extra_forbidden"} and "input" in error:
+            shown = repr(error["input"])
+            message += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+        lines.append(f"{where}: {message}")
+    return "\n".join(lines)

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from math import asin, atan2, cos, hypot, log, log1p, sin, sqrt  # names: no lookup per call
 
+from streamflow_jobs.dedup import conflict
 from streamflow_jobs.events import Reason, Transaction
 from streamflow_jobs.model.features import LOG_FIRST_GAP
 from streamflow_jobs.rules.config import RulesConfig
-from streamflow_jobs.state import CustomerState
+from streamflow_jobs.state import NO_TIME, CustomerState, Seen
 
 EARTH_RADIUS_KM = 6371.0088
 _DEG = math.pi / 180
@@ -60,13 +61,21 @@ def _linear_severity(observed: float, threshold: float, saturation: float) -> fl
 
 @dataclass(slots=True)
 class RuleOutcome:
-    """What the rules found for one transaction, before the ML score is blended in."""
+    """What the rules found for one transaction, before the ML score is blended in.
+
+    A transaction seen before (same id, within the customer's remembered ones) is not evaluated:
+    ``repeat_of`` is the remembered entry, and ``conflict`` says what differs when the copy's
+    content is not the same (a dead letter). A new transaction's ``seen`` is the entry the
+    Detector completes with its decision."""
 
     rules_score: float
     reasons: list[Reason]
     features: tuple[float, ...]
     # A block rule fired (FR-005): the decision is an alert whatever the blend says.
     blocked: bool = False
+    seen: Seen | None = None
+    repeat_of: Seen | None = None
+    conflict: str | None = None
 
 
 class RulesEvaluator:
@@ -102,6 +111,7 @@ class RulesEvaluator:
             uh.weight,
         )
         self._bl = (config.blacklist.enabled, config.blacklist.weight)
+        self._max_gap_ms = round(config.event_time.max_customer_gap_days * 86_400_000)
         self.set_blacklist(config.blacklist.customers, config.blacklist.stores)
 
     def set_blacklist(self, customers: list[str] | set[str], stores: list[str] | set[str]) -> None:
@@ -123,7 +133,13 @@ class RulesEvaluator:
         return outcomes
 
     def evaluate(self, state: CustomerState, txn: Transaction) -> RuleOutcome:
-        """Judge ``txn`` against ``state``, then fold ``txn`` into ``state`` (in place)."""
+        """Judge ``txn`` against ``state``, then fold ``txn`` into ``state`` (in place).
+
+        A transaction the state remembers is not judged again and changes nothing."""
+        tid = txn.transaction_id
+        for entry in state.seen:
+            if entry.transaction_id == tid:
+                return RuleOutcome(0.0, [], (), False, None, entry, conflict(entry, txn))
         amount = float(txn.amount)
         ts = txn.timestamp
         ts_hour, ts_minute, ts_second = ts.hour, ts.minute, ts.second
@@ -139,6 +155,32 @@ class RulesEvaluator:
         )
         reasons: list[Reason] = []
         miss = 1.0  # running product of (1 - weight * severity): the noisy-OR complement
+
+        # Event time against the customer's own stream: an event implausibly far from the last
+        # plausible one is flagged and kept out of the time-based state (velocity window, last
+        # location, hour profile), unless a second event confirms the customer's clock moved.
+        plausible = True
+        anchor = state.anchor_ms
+        if anchor == NO_TIME or abs(ms - anchor) <= self._max_gap_ms:
+            state.anchor_ms, state.pending_ms = ms, NO_TIME
+        elif state.pending_ms != NO_TIME and abs(ms - state.pending_ms) <= self._max_gap_ms:
+            state.anchor_ms, state.pending_ms = ms, NO_TIME  # confirmed by a second event
+        else:
+            state.pending_ms = ms
+            plausible = False
+            gap_days = abs(ms - anchor) / 86_400_000
+            reasons.append(
+                Reason(
+                    "TS-001",
+                    "implausible_timestamp",
+                    round(gap_days, 1),
+                    self.config.event_time.max_customer_gap_days,
+                    0.0,
+                    f"event time is {gap_days:,.0f} days {'after' if ms > anchor else 'before'} "
+                    "the customer's last transaction: not used for velocity, travel or hour "
+                    "of day until another event confirms it",
+                )
+            )
 
         # FR-001 high value, against the running mean of earlier transactions.
         hv_on, multiplier, hv_history, hv_sat, hv_weight = self._hv
@@ -179,7 +221,7 @@ class RulesEvaluator:
         vel_on, max_count, window_ms, vel_sat, vel_weight = self._vel
         recent = state.recent_ms
         previous_ms = recent[-1] if recent and recent[-1] <= ms else state.previous_event_ms(ms)
-        count = state.add_event_time(ms, window_ms)
+        count = state.add_event_time(ms, window_ms) if plausible else 1
         if vel_on and count > max_count:
             sev = _linear_severity(count, max_count, vel_sat)
             miss *= 1 - vel_weight * sev
@@ -209,7 +251,7 @@ class RulesEvaluator:
             state.home_n = home_n + 1
             state.home_lat += (lat - state.home_lat) / (home_n + 1)
             state.home_lon += (lon - state.home_lon) / (home_n + 1)
-            if state.has_geo:
+            if state.has_geo and plausible:
                 tr_on, max_speed, min_km, tr_sat, tr_weight = self._tr
                 dist = haversine_km(state.lat, state.lon, lat, lon)
                 hours = abs(ms - state.geo_ms) / 3_600_000
@@ -228,7 +270,7 @@ class RulesEvaluator:
                             f"{speed:.0f} km/h (threshold {max_speed:g} km/h)",
                         )
                     )
-            if not state.has_geo or ms >= state.geo_ms:
+            if plausible:
                 state.has_geo, state.lat, state.lon, state.geo_ms = True, lat, lon, ms
 
         # FR-004 unusual hour, circular statistics (23:30 is close to 00:30).
@@ -237,7 +279,7 @@ class RulesEvaluator:
         hour_dev = 0.0
         hn = state.hour_n
         c, s = state.hour_cos, state.hour_sin
-        if hn >= uh_history:
+        if hn >= uh_history and plausible:
             resultant = hypot(c, s) / hn
             if resultant >= 1.0:
                 spread = min_std
@@ -265,10 +307,11 @@ class RulesEvaluator:
                         f"{usual % 24:05.2f} h (threshold {max_devs:g})",
                     )
                 )
-        angle = hour * _HOUR_TO_RAD
-        state.hour_n = hn + 1
-        state.hour_cos = c + cos(angle)
-        state.hour_sin = s + sin(angle)
+        if plausible:
+            angle = hour * _HOUR_TO_RAD
+            state.hour_n = hn + 1
+            state.hour_cos = c + cos(angle)
+            state.hour_sin = s + sin(angle)
 
         # FR-005 blacklist: a block rule.
         bl_on, bl_weight = self._bl
@@ -301,7 +344,9 @@ class RulesEvaluator:
             log_gap,
             new_method,
         )
-        return RuleOutcome(1.0 - miss, reasons, features, blacklisted and bl_on)
+        seen = Seen(tid, txn)
+        state.remember(seen)
+        return RuleOutcome(1.0 - miss, reasons, features, blacklisted and bl_on, seen)
 
 
 @functools.lru_cache(maxsize=256)
