@@ -52,6 +52,17 @@ BAD_LINES = [
 ]
 
 
+HOSTILE_LINES = [
+    b'{"transaction_id":"ok-1","customer_id":"C1","store_id":"S01","amount":1,'
+    b'"timestamp":"2026-01-05T10:01:00-03:00","amount":99999}',  # a repeated key
+    b'{"transaction_id":"far","customer_id":"C1","store_id":"S01","amount":5,'
+    b'"timestamp":"2099-01-01T00:00:00Z"}',  # the far future
+    b'{"transaction_id":"old","customer_id":"C1","store_id":"S01","amount":5,'
+    b'"timestamp":"1971-01-01T00:00:00Z"}',  # the far past
+    b"\xef\xbb\xbf" + GOOD % (7, 7),  # a byte order mark inside the file is not JSON
+]
+
+
 def run(*args: str) -> tuple[int, str]:
     result = runner.invoke(app, ["replay", *args])
     return result.exit_code, result.output
@@ -95,7 +106,7 @@ def test_every_line_is_accounted_for(tmp_path: Path) -> None:
 
 def test_missing_input_is_a_clear_error(tmp_path: Path) -> None:
     code, output = run("--input", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "o"))
-    assert code != 0 and "input file not found" in output and "Traceback" not in output
+    assert code != 0 and "file not found" in output and "Traceback" not in output
 
 
 def test_bad_rules_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -234,6 +245,9 @@ _SHARED_DETECTOR: list[Detector] = []
     lines=st.lists(
         st.one_of(
             st.integers(0, 59).map(lambda i: GOOD % (i, i)),
+            # the same ids with other content: conflicting duplicates
+            st.tuples(st.integers(0, 59), st.integers(0, 59)).map(lambda p: GOOD % p),
+            st.sampled_from(HOSTILE_LINES),
             st.sampled_from(BAD_LINES[:-1]),
             st.sampled_from([b"", b" ", b"\t", b"\r", b"\x0b", b"\x00", b"{}", b"null"]),
             st.binary(max_size=30),
@@ -248,18 +262,13 @@ def test_every_non_blank_line_is_one_decision_or_one_dead_letter(
 ) -> None:
     """Whatever the bytes (stray newlines inside generated binary split lines too), the replay
     accounts for every line: decisions + dead letters = non-blank lines, in order."""
-    import tempfile  # noqa: PLC0415
-
     if not _SHARED_DETECTOR:
         _SHARED_DETECTOR.append(Detector(RulesConfig(), ForestScorer.load()))
     data = (b"\r\n" if crlf else b"\n").join(lines)
     expected = reference_lines(data, MAX_EVENT_BYTES, DEAD_LETTER_PAYLOAD_LIMIT)
     non_blank = [i for i, (x, size) in enumerate(expected, 1) if size != len(x) or x.strip()]
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "in.jsonl"
-        src.write_bytes(data)
-        out, dead = io.BytesIO(), io.BytesIO()
-        summary = replay(src, out, dead, _SHARED_DETECTOR[0])
+    out, dead = io.BytesIO(), io.BytesIO()
+    summary = replay(io.BytesIO(data), out, dead, _SHARED_DETECTOR[0], source_name="in.jsonl")
     decisions = out.getvalue().splitlines()
     dead_letters = [orjson.loads(x) for x in dead.getvalue().splitlines()]
     assert summary.lines == len(expected)
@@ -270,3 +279,13 @@ def test_every_non_blank_line_is_one_decision_or_one_dead_letter(
         {d["source"]["line"] for d in dead_letters}
     )
     assert {d["source"]["line"] for d in dead_letters} <= set(non_blank)
+    # A transaction id decided twice got the same decision both times; its conflicting copies
+    # are dead letters that say so.
+    first: dict[str, bytes] = {}
+    for line in decisions:
+        tid = orjson.loads(line)["transaction_id"]
+        assert first.setdefault(tid, line) == line
+    assert summary.duplicates == len(decisions) - len(first)
+    for d in dead_letters:
+        if d["error_type"] == "conflicting_duplicate":
+            assert d["stage"] == "detect" and "first copy" in d["error_message"]

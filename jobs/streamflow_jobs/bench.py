@@ -201,7 +201,7 @@ def component_average_precision(decisions: Path, labels: Path) -> dict[str, floa
     """Average precision of the rules score and of the ML score alone (no blend, no block)."""
     from sklearn.metrics import average_precision_score  # noqa: PLC0415
 
-    from streamflow_jobs.replay import is_fraud_pattern, load_labels  # noqa: PLC0415
+    from streamflow_jobs.labels import load_labels  # noqa: PLC0415
 
     truth = load_labels(labels)
     y, rules, ml = [], [], []
@@ -209,7 +209,7 @@ def component_average_precision(decisions: Path, labels: Path) -> dict[str, floa
         d = orjson.loads(line)
         label = truth.by_id.get(d["transaction_id"])
         if label is not None:
-            y.append(is_fraud_pattern(truth.names[label]))
+            y.append(truth.is_fraud(label))
             rules.append(d["rules_score"])
             ml.append(d["ml_score"] or 0.0)
     return {

@@ -1,15 +1,22 @@
-"""``streamflow``: generate data, train the model, replay (backtest), report, export contracts."""
+"""``streamflow``: generate data, train the model, replay (backtest), report, export contracts.
+
+Every command refuses an output that is one of its inputs (or another output) before it writes
+anything, and writes its outputs to temporary files renamed into place when it succeeds
+(streamflow_jobs.files): a failed or interrupted run never destroys a file.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -26,15 +33,30 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader went away (``| head``): not an error (rich would exit 1)."""
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0)
+
+
+console = _Console(stderr=True)
 
 TRAIN_EVENTS = 200_000
 DEFAULT_SEED = 7
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
+    # soft_wrap: a long message stays one line when piped (never wrapped mid-word).
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code=2)
+
+
+def _warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 def _progress() -> Progress:
@@ -51,8 +73,6 @@ def _progress() -> Progress:
 
 
 def _load_rules(path: Path | None) -> Any:
-    from pydantic import ValidationError  # noqa: PLC0415
-
     from streamflow_jobs.rules.config import RulesConfig  # noqa: PLC0415
 
     if path is None:
@@ -61,8 +81,8 @@ def _load_rules(path: Path | None) -> Any:
         return RulesConfig.from_yaml(path)
     except FileNotFoundError as exc:
         raise _fail(f"rules file not found: {path}") from exc
-    except (ValidationError, ValueError) as exc:
-        raise _fail(f"invalid rules file {path}: {exc}") from exc
+    except ValueError as exc:
+        raise _fail(f"invalid rules file {path}: " + "; ".join(str(exc).splitlines())) from exc
 
 
 def _load_model(path: Path | None, no_model: bool) -> Any:
@@ -73,6 +93,34 @@ def _load_model(path: Path | None, no_model: bool) -> Any:
     try:
         return ForestScorer.load(path)
     except ModelArtifactError as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _load_labels(path: Path | None) -> Any:
+    from streamflow_jobs.labels import LabelError, load_labels  # noqa: PLC0415
+
+    if path is None:
+        return None
+    try:
+        labels = load_labels(path)
+    except LabelError as exc:
+        raise _fail(str(exc)) from exc
+    if labels.repeated:
+        _warn(f"{labels.repeated} transactions are labelled more than once (consistently)")
+    return labels
+
+
+def _check_paths(inputs: dict[str, Path | None], outputs: dict[str, Path | None]) -> None:
+    """Inputs exist; no output is an input or another output (checked before any writing)."""
+    from streamflow_jobs.files import STDIO, FileError, refuse_collisions  # noqa: PLC0415
+
+    for option, path in inputs.items():
+        if path is not None and path != STDIO and not path.is_file():
+            what = "is a directory, not a file" if path.is_dir() else "file not found"
+            raise _fail(f"{option} {path}: {what}")
+    try:
+        refuse_collisions(inputs, outputs)
+    except FileError as exc:
         raise _fail(str(exc)) from exc
 
 
@@ -91,14 +139,17 @@ def generate(
     ] = None,
 ) -> None:
     """Generate synthetic transactions with labelled fraud patterns and hard negatives."""
+    from streamflow_jobs.files import Outputs  # noqa: PLC0415
     from streamflow_jobs.generator import Generator, GeneratorConfig  # noqa: PLC0415
     from streamflow_jobs.rules.config import BlacklistRule, RulesConfig  # noqa: PLC0415
 
+    _check_paths({}, {"--output": output, "--labels": labels, "--rules-output": rules_output})
     gen = Generator(
         GeneratorConfig(events=events, fraud_rate=fraud_rate, seed=seed, customers=customers)
     )
     fraud = 0
-    with output.open("wb") as out, labels.open("wb") as lab, _progress() as bar:
+    with Outputs(output, labels, rules_output) as files, _progress() as bar:
+        out, lab = files[output], files[labels]
         task = bar.add_task("generating", total=events)
         for i, (event, label) in enumerate(gen.generate(), start=1):
             out.write(orjson.dumps(event) + b"\n")
@@ -106,9 +157,9 @@ def generate(
             fraud += label["is_fraud"]
             if i % 10_000 == 0:
                 bar.update(task, completed=i)
-    if rules_output is not None:
-        rules = RulesConfig(blacklist=BlacklistRule(customers=gen.blacklist))
-        rules_output.write_text(rules.to_yaml(), encoding="utf-8")
+        if rules_output is not None:
+            rules = RulesConfig(blacklist=BlacklistRule(customers=gen.blacklist))
+            files[rules_output].write(rules.to_yaml().encode("utf-8"))
     console.print(
         f"wrote {events} events ({fraud} fraud, {len(gen.customers)} customers, "
         f"{gen.days:.0f} days) to {output}; labels to {labels}"
@@ -124,10 +175,11 @@ def train(
         int, typer.Option(help="Seed of the forest (and of generated data)")
     ] = DEFAULT_SEED,
     input: Annotated[
-        Path | None, typer.Option(help="Events to train on; default: generate them from --seed")
+        Path | None,
+        typer.Option(help="Events to train on (- for standard input); default: generate them"),
     ] = None,
     events: Annotated[
-        int, typer.Option(min=2, help="Events to generate without --input")
+        int, typer.Option(min=1, help="Events to generate without --input")
     ] = TRAIN_EVENTS,
     rules: Annotated[Path | None, typer.Option(help="Rules YAML used to build features")] = None,
 ) -> None:
@@ -135,46 +187,58 @@ def train(
     import numpy as np  # noqa: PLC0415
 
     from streamflow_jobs.events import ParsedTransaction, parse_transaction  # noqa: PLC0415
+    from streamflow_jobs.files import Outputs, open_input  # noqa: PLC0415
     from streamflow_jobs.generator import Generator, GeneratorConfig  # noqa: PLC0415
-    from streamflow_jobs.model.train import train_forest  # noqa: PLC0415
+    from streamflow_jobs.model.forest import write_artifact  # noqa: PLC0415
+    from streamflow_jobs.model.train import MIN_TRAINING_ROWS, train_forest  # noqa: PLC0415
+    from streamflow_jobs.replay import read_lines  # noqa: PLC0415
     from streamflow_jobs.rules.config import BlacklistRule  # noqa: PLC0415
     from streamflow_jobs.rules.evaluator import RulesEvaluator  # noqa: PLC0415
     from streamflow_jobs.state import CustomerState  # noqa: PLC0415
 
+    _check_paths({"--input": input, "--rules": rules}, {"--output": output})
     config = _load_rules(rules)
-    if input is None:
-        gen = Generator(GeneratorConfig(events=events, seed=seed))
-        raw_events: Any = (orjson.dumps(e) for e, _ in gen.generate())
-        config = config.model_copy(update={"blacklist": BlacklistRule(customers=gen.blacklist)})
-        source: dict[str, Any] = {"generator_events": events, "generator_seed": seed}
-    else:
-        if not input.is_file():
-            raise _fail(f"input file not found: {input}")
-        raw_events = input.open("rb")
-        source = {"input": input.name}
-    evaluator = RulesEvaluator(config)
-    states: dict[str, CustomerState] = {}
-    rows = []
-    skipped = 0
-    with _progress() as bar:
-        task = bar.add_task("building features", total=events if input is None else None)
-        for i, raw in enumerate(raw_events, start=1):
-            parsed = parse_transaction(raw.rstrip(b"\n"))
-            if not isinstance(parsed, ParsedTransaction):
-                skipped += 1
-                continue
-            txn = parsed.transaction
-            state = states.setdefault(txn.customer_id, CustomerState())
-            rows.append(evaluator.evaluate(state, txn).features)
-            if i % 10_000 == 0:
-                bar.update(task, completed=i)
-    if len(rows) < 2:
-        raise _fail("fewer than two valid transactions to train on")
-    console.print(f"training on {len(rows)} transactions ({skipped} invalid lines skipped)")
-    doc = train_forest(np.array(rows, dtype=np.float64), seed=seed, training=source)
-    from streamflow_jobs.model.forest import write_artifact  # noqa: PLC0415
-
-    write_artifact(doc, output)
+    # The output exists (as a temporary file) before the work: an unwritable path fails first.
+    with Outputs(output) as files, contextlib.ExitStack() as stack:
+        if input is None:
+            gen = Generator(GeneratorConfig(events=events, seed=seed))
+            raw_events: Any = (orjson.dumps(e) for e, _ in gen.generate())
+            config = config.model_copy(update={"blacklist": BlacklistRule(customers=gen.blacklist)})
+            source: dict[str, Any] = {"generator_events": events, "generator_seed": seed}
+        else:
+            stream = stack.enter_context(open_input(input))
+            raw_events = (line for block in read_lines(stream) for line in block)
+            source = {"input": input.name}
+        evaluator = RulesEvaluator(config)
+        states: dict[str, CustomerState] = {}
+        rows = []
+        skipped = 0
+        with _progress() as bar:
+            task = bar.add_task("building features", total=events if input is None else None)
+            for i, raw in enumerate(raw_events, start=1):
+                if not raw.strip():
+                    continue
+                parsed = parse_transaction(raw)
+                if not isinstance(parsed, ParsedTransaction):
+                    skipped += 1
+                    continue
+                txn = parsed.transaction
+                state = states.setdefault(txn.customer_id, CustomerState())
+                outcome = evaluator.evaluate(state, txn)
+                if outcome.repeat_of is not None:
+                    skipped += 1  # a transaction seen again adds nothing
+                    continue
+                rows.append(outcome.features)
+                if i % 10_000 == 0:
+                    bar.update(task, completed=i)
+        if len(rows) < MIN_TRAINING_ROWS:
+            raise _fail(
+                f"{len(rows)} valid transactions to train on ({skipped} lines skipped); "
+                f"a model needs at least {MIN_TRAINING_ROWS}"
+            )
+        console.print(f"training on {len(rows)} transactions ({skipped} lines skipped)")
+        doc = train_forest(np.array(rows, dtype=np.float64), seed=seed, training=source)
+        write_artifact(doc, files[output])
     console.print(
         f"wrote model {doc['model_version']} ({output.stat().st_size} bytes, "
         f"{doc['checksum']}) to {output}"
@@ -183,8 +247,12 @@ def train(
 
 @app.command()
 def replay(
-    input: Annotated[Path, typer.Option("--input", "-i", help="Events, one JSON per line")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Decisions, one JSON per line")],
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="Events, one JSON per line (- for stdin; gzip ok)")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Decisions, one JSON per line (- for stdout)")
+    ],
     dlq: Annotated[
         Path | None, typer.Option(help="Dead letters; default: <output>.dead.jsonl")
     ] = None,
@@ -196,49 +264,64 @@ def replay(
     labels: Annotated[Path | None, typer.Option(help="Labels: adds quality metrics")] = None,
     summary: Annotated[Path | None, typer.Option(help="Write the summary as JSON here")] = None,
 ) -> None:
-    """Backtest: replay events through the detector, in file order, exactly as the stream job."""
+    """Backtest: replay events through the detector, in file order, exactly as the stream job.
+
+    `-i -` reads standard input (gzip input is read as it is); `-o -` writes the decisions to
+    standard output, and the summary then goes to standard error."""
     from streamflow_jobs.detector import Detector  # noqa: PLC0415
-    from streamflow_jobs.replay import load_labels  # noqa: PLC0415
+    from streamflow_jobs.files import STDIO, Outputs, open_input  # noqa: PLC0415
     from streamflow_jobs.replay import replay as run_replay  # noqa: PLC0415
 
-    if not input.is_file():
-        raise _fail(f"input file not found: {input}")
-    if labels is not None and not labels.is_file():
-        raise _fail(f"labels file not found: {labels}")
+    if dlq is None:
+        base = Path("decisions.jsonl") if output == STDIO else output
+        dlq = base.with_name(base.name.removesuffix(".jsonl") + ".dead.jsonl")
+    _check_paths(
+        {"--input": input, "--labels": labels, "--rules": rules, "--model": model},
+        {"--output": output, "--dlq": dlq, "--summary": summary},
+    )
     detector = Detector(_load_rules(rules), _load_model(model, no_model))
-    truth = None
-    if labels is not None:
-        try:
-            truth = load_labels(labels)
-        except ValueError as exc:
-            raise _fail(str(exc)) from exc
-    dlq = dlq or output.with_name(output.name.removesuffix(".jsonl") + ".dead.jsonl")
-    with ExitStack() as stack, _progress() as bar:
-        out = stack.enter_context(output.open("wb"))
-        dead = stack.enter_context(dlq.open("wb"))
-        task = bar.add_task("replaying", total=input.stat().st_size)
+    truth = _load_labels(labels)
+    with Outputs(output, dlq, summary) as files, open_input(input) as stream, _progress() as bar:
+        # Progress in bytes of the file on disk (for gzip, the compressed bytes read so far).
+        on_disk: Any = getattr(stream, "fileobj", None) or stream
+        size = input.stat().st_size if input != STDIO else None
+        task = bar.add_task("replaying", total=size)
         result = run_replay(
-            input,
-            out,
-            dead,
+            stream,
+            files[output],
+            files[dlq],
             detector,
+            source_name=str(input),
             labels=truth,
-            progress=lambda done: bar.update(task, completed=done),
+            progress=(lambda: bar.update(task, completed=on_disk.tell())) if size else None,
         )
-    _print_summary(result.to_dict(), output, dlq, detector)
-    if summary is not None:
-        summary.write_bytes(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2))
+        report = result.to_dict()
+        if summary is not None:
+            files[summary].write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    _print_summary(report, output, dlq, _Console(stderr=output == STDIO))
 
 
-def _print_summary(s: dict[str, Any], output: Path, dlq: Path, detector: Any) -> None:
-    out = Console()
+def _print_summary(s: dict[str, Any], output: Path, dlq: Path, out: Console) -> None:
     out.print(
         f"[bold]replayed[/] {s['lines']} lines in {s['seconds']} s "
-        f"({s['events_per_second'] or 0:,} events/s); rules {detector.rules.version}, "
-        f"model {detector.model_version or 'none'}"
+        f"({s['events_per_second'] or 0:,} events/s); rules {escape(s['rules_version'])}, "
+        f"model {escape(s['model_version'] or 'none')}, alert at score >= "
+        f"{s['alert_threshold']}",
+        soft_wrap=True,
     )
-    out.print(f"  decisions  {s['decisions']:>10}  -> {output}  ({s['alerts']} alerts)")
+    shown = "standard output" if str(output) == "-" else output
+    out.print(f"  decisions  {s['decisions']:>10}  -> {shown}  ({s['alerts']} alerts)")
     out.print(f"  dead letters {s['dead_letters']:>8}  -> {dlq}  {s['errors'] or ''}")
+    if s["duplicates"]:
+        out.print(
+            f"  duplicates {s['duplicates']:>10}  (transaction ids seen again: the first "
+            "decision repeated, nothing scored twice)"
+        )
+    if s["implausible_timestamps"]:
+        out.print(
+            f"  [yellow]flagged[/] {s['implausible_timestamps']:>13}  implausible timestamps "
+            "(reason TS-001)"
+        )
     if s["blank_lines"]:
         out.print(f"  blank lines {s['blank_lines']:>9}  (not events)")
     if s["upgraded_v1"] or s["newer_versions"]:
@@ -249,10 +332,13 @@ def _print_summary(s: dict[str, Any], output: Path, dlq: Path, detector: Any) ->
     if s["unknown_fields"]:
         out.print(f"  [yellow]warning:[/] unknown fields ignored: {s['unknown_fields']}")
     m = s.get("metrics")
-    if m:
+    if m and m.get("coverage_warning"):
+        out.print(f"  [yellow]warning:[/] {escape(m['coverage_warning'])}", soft_wrap=True)
+    if m and m["labelled"]:
         table = Table(title="detection quality", show_header=False)
         for key in (
             "labelled",
+            "coverage",
             "fraud",
             "precision",
             "recall",
@@ -266,7 +352,7 @@ def _print_summary(s: dict[str, Any], output: Path, dlq: Path, detector: Any) ->
         patterns = Table("pattern", "events", "recall / alert rate")
         for name, row in m.get("per_pattern", {}).items():
             patterns.add_row(
-                name,
+                escape(name),
                 str(row["events"]),
                 f"{row.get('recall', row.get('alert_rate')):.3f}"
                 + ("" if "recall" in row else " (alert rate)"),
@@ -283,14 +369,26 @@ def report(
     ),
 ) -> None:
     """A text summary and a chart (score distribution by label, precision-recall curves)."""
-    from streamflow_jobs.report import build_report  # noqa: PLC0415
+    from streamflow_jobs.files import Outputs  # noqa: PLC0415
+    from streamflow_jobs.report import ReportError, build_report  # noqa: PLC0415
 
-    for path in (decisions, labels):
-        if not path.is_file():
-            raise _fail(f"file not found: {path}")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise _fail(f"--output-dir {output_dir} is a file, not a directory")
+    text_path, png_path = output_dir / "report.txt", output_dir / "report.png"
+    _check_paths(
+        {"--decisions": decisions, "--labels": labels},
+        {"report.txt": text_path, "report.png": png_path},
+    )
+    truth = _load_labels(labels)
     output_dir.mkdir(parents=True, exist_ok=True)
-    text = build_report(decisions, labels, output_dir)
-    Console().print(text)
+    try:
+        with Outputs(text_path, png_path) as files:
+            text, warnings = build_report(decisions, truth, files[text_path], files[png_path])
+    except ReportError as exc:
+        raise _fail(str(exc)) from exc
+    for warning in warnings:
+        _warn(warning)
+    _Console().print(escape(text), soft_wrap=True)
     console.print(f"wrote {output_dir / 'report.txt'} and {output_dir / 'report.png'}")
 
 
@@ -338,12 +436,24 @@ def crd(
 
 def main() -> None:
     """The console script. A path that cannot be read or written (a missing directory, a full
-    disk, no permission) ends as one clear line and exit code 2, never a traceback."""
+    disk, no permission), or a corrupt compressed input, ends as one clear line and exit code
+    2, never a traceback; a reader that closes standard output (``| head``) ends it quietly."""
+    from streamflow_jobs.files import FileError  # noqa: PLC0415
+
     try:
         app()
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        console.print(f"[bold red]error:[/] {where}{exc.strerror or exc}")
+    except FileError as exc:  # e.g. a compressed format found only when the input is opened
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        sys.exit(2)
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    except (OSError, EOFError) as exc:
+        filename = getattr(exc, "filename", None)
+        where = f"{filename}: " if filename else ""
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        console.print(f"[bold red]error:[/] {escape(where + str(detail))}", soft_wrap=True)
         sys.exit(2)
 
 

@@ -14,12 +14,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
-from pathlib import Path
 from typing import IO, Any
 
 import msgspec
 import numpy as np
-import orjson
 
 from streamflow_jobs.detector import Detector
 from streamflow_jobs.events import (
@@ -34,7 +32,7 @@ from streamflow_jobs.events import (
     parse_transaction,
     too_large,
 )
-from streamflow_jobs.generator import FRAUD_PATTERNS, PATTERNS
+from streamflow_jobs.labels import Labels, coverage_warning
 from streamflow_jobs.state import CustomerState
 
 # Events parsed, then detected, then written together. Small enough that a batch's objects
@@ -51,11 +49,14 @@ class ReplaySummary:
     alerts: int = 0
     dead_letters: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    implausible_timestamps: int = 0
     upgraded_v1: int = 0
     newer_versions: int = 0
     unknown_fields: Counter[str] = field(default_factory=Counter)
     customers: int = 0
     seconds: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,14 +67,27 @@ class ReplaySummary:
             "alerts": self.alerts,
             "dead_letters": self.dead_letters,
             "errors": dict(self.errors),
+            "duplicates": self.duplicates,
+            "implausible_timestamps": self.implausible_timestamps,
             "upgraded_v1": self.upgraded_v1,
             "newer_versions": self.newer_versions,
             "unknown_fields": dict(self.unknown_fields),
             "customers": self.customers,
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.decisions / self.seconds) if self.seconds else None,
+            **self.config,
             "metrics": self.metrics,
         }
+
+
+def detector_config(detector: Detector) -> dict[str, Any]:
+    """What a summary records of the configuration that made its decisions."""
+    return {
+        "rules_version": detector.rules_version,
+        "model_version": detector.model_version,
+        "alert_threshold": detector.threshold,
+        "ml_alpha": detector.alpha,
+    }
 
 
 READ_BLOCK = 1 << 20
@@ -136,16 +150,19 @@ def read_lines(
 
 
 def replay(
-    source: Path,
+    stream: IO[bytes],
     output: IO[bytes],
     dead_letters: IO[bytes],
     detector: Detector,
     *,
+    source_name: str = "-",
     labels: Labels | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[], None] | None = None,
 ) -> ReplaySummary:
-    """Replay ``source`` into ``output`` and ``dead_letters``; score against ``labels`` if given."""
-    summary = ReplaySummary()
+    """Replay ``stream`` into ``output`` and ``dead_letters``; score against ``labels`` if given.
+    Dead letters keep input order (a conflicting duplicate is found only when its batch is
+    detected, after later lines of the batch were parsed)."""
+    summary = ReplaySummary(config=detector_config(detector))
     states: dict[str, CustomerState] = {}
     scores: list[float] = []
     alerted: list[bool] = []
@@ -153,18 +170,41 @@ def replay(
     write, write_dl = output.write, dead_letters.write
     encoder = msgspec.json.Encoder()
     encode, encode_lines = encoder.encode, encoder.encode_lines
-    path_text = str(source)
     started = datetime.now(UTC)
     clock_start = time.perf_counter()
+    # This batch's failures, as (line number, dead letter bytes), written after it is detected.
+    failed: list[tuple[int, bytes]] = []
 
-    def detect(txns: list[Transaction]) -> None:
+    def dead_letter(failure: ParseFailure, raw: bytes, line: int, size: int) -> None:
+        source_ref = SourceRef(kind="file", path=source_name, line=line)
+        failed.append((line, encode(dead_letter_for(failure, raw, source_ref, started, size))))
+        summary.dead_letters += 1
+        summary.errors[failure.error_type] += 1
+
+    def detect(txns: list[Transaction], line_nos: list[int], raws: list[bytes]) -> None:
         # Phase by phase per batch (parse all, then detect all): each phase keeps its code and
         # data hot in the CPU caches; interleaving them per event measured ~10 % slower.
-        decisions = detector.decide_batch(txns, detector.evaluate_batch(states, txns))
-        txns.clear()
+        outcomes = detector.evaluate_batch(states, txns)
+        if any([o.repeat_of is not None for o in outcomes]):  # noqa: C419 - a list is faster
+            kept = []
+            for t, o, n, raw in zip(txns, outcomes, line_nos, raws, strict=True):
+                if o.conflict is not None:
+                    dead_letter(ParseFailure("conflicting_duplicate", o.conflict), raw, n, len(raw))
+                else:
+                    summary.duplicates += o.repeat_of is not None
+                    kept.append((t, o))
+            txns, outcomes = [t for t, _ in kept], [o for _, o in kept]
+        decisions = detector.decide_batch(txns, outcomes)
+        if failed:
+            failed.sort(key=lambda f: f[0])
+            write_dl(b"".join([f[1] + b"\n" for f in failed]))
+            failed.clear()
         write(encode_lines(decisions))
         summary.decisions += len(decisions)
         summary.alerts += [d.is_alert for d in decisions].count(True)
+        summary.implausible_timestamps += sum(
+            [1 for o in outcomes if o.reasons and o.reasons[0].code == "TS-001"]
+        )
         if labels is not None:
             for d in decisions:
                 label = labels.by_id.get(d.transaction_id)
@@ -174,41 +214,43 @@ def replay(
                     label_ids.append(label)
 
     pending: list[Transaction] = []
+    pending_lines: list[int] = []
+    pending_raw: list[bytes] = []
     line_no = 0
-    with source.open("rb") as stream:
-        for line_no, raw in enumerate(chain.from_iterable(read_lines(stream)), start=1):
-            parsed: ParsedTransaction | ParseFailure
-            if type(raw) is Skimmed:
-                parsed = too_large(raw.size)
-            elif not raw or raw.isspace():
-                summary.blank_lines += 1
-                continue
+    for line_no, raw in enumerate(chain.from_iterable(read_lines(stream)), start=1):
+        parsed: ParsedTransaction | ParseFailure
+        if type(raw) is Skimmed:
+            parsed = too_large(raw.size)
+        elif not raw or raw.isspace():
+            summary.blank_lines += 1
+            continue
+        else:
+            parsed = parse_transaction(raw)  # refuses a whole line over the limit, too
+        if isinstance(parsed, ParseFailure):
+            dead_letter(parsed, raw, line_no, raw.size if type(raw) is Skimmed else len(raw))
+            if len(failed) >= BATCH_SIZE:  # bounded memory on a file of bad lines
+                detect(pending, pending_lines, pending_raw)
+                pending, pending_lines, pending_raw = [], [], []
+            continue
+        txn = parsed.transaction
+        if txn.schema_version != CURRENT_SCHEMA_VERSION:
+            if txn.schema_version == 1:
+                summary.upgraded_v1 += 1
             else:
-                parsed = parse_transaction(raw)  # refuses a whole line over the limit, too
-            if isinstance(parsed, ParseFailure):
-                source_ref = SourceRef(kind="file", path=path_text, line=line_no)
-                size = raw.size if type(raw) is Skimmed else len(raw)
-                write_dl(encode(dead_letter_for(parsed, raw, source_ref, started, size)) + b"\n")
-                summary.dead_letters += 1
-                summary.errors[parsed.error_type] += 1
-                continue
-            txn = parsed.transaction
-            if txn.schema_version != CURRENT_SCHEMA_VERSION:
-                if txn.schema_version == 1:
-                    summary.upgraded_v1 += 1
-                else:
-                    summary.newer_versions += 1
-            if parsed.unknown_fields:
-                summary.unknown_fields.update(parsed.unknown_fields)
-            pending.append(txn)
-            if len(pending) >= BATCH_SIZE:
-                detect(pending)
-                if progress is not None:
-                    progress(stream.tell())
-        if pending:
-            detect(pending)
-        if progress is not None:
-            progress(stream.tell())
+                summary.newer_versions += 1
+        if parsed.unknown_fields:
+            summary.unknown_fields.update(parsed.unknown_fields)
+        pending.append(txn)
+        pending_lines.append(line_no)
+        pending_raw.append(raw)
+        if len(pending) >= BATCH_SIZE:
+            detect(pending, pending_lines, pending_raw)
+            pending, pending_lines, pending_raw = [], [], []
+            if progress is not None:
+                progress()
+    detect(pending, pending_lines, pending_raw)
+    if progress is not None:
+        progress()
     summary.lines = line_no
     summary.customers = len(states)
     summary.seconds = time.perf_counter() - clock_start
@@ -217,58 +259,31 @@ def replay(
             np.array(scores),
             np.array(alerted, dtype=bool),
             np.array(label_ids, dtype=np.int64),
-            labels.names,
+            labels,
+            decisions=summary.decisions,
         )
     return summary
-
-
-@dataclass(frozen=True)
-class Labels:
-    """Ground truth for a backtest: transaction id -> index into ``names`` (pattern names)."""
-
-    by_id: dict[str, int]
-    names: list[str]
-
-
-def load_labels(path: Path) -> Labels:
-    """Read a label file (one JSON object per line: transaction_id, is_fraud, pattern?). A bad
-    line is an error naming the line: labels are ground truth, not traffic to be tolerant of."""
-    index = {name: i for i, name in enumerate(PATTERNS)}
-    by_id: dict[str, int] = {}
-    with path.open("rb") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = orjson.loads(line)
-                fraud = bool(row["is_fraud"])
-                pattern = str(row.get("pattern") or ("fraud" if fraud else "legit"))
-                if fraud != is_fraud_pattern(pattern):
-                    pattern = f"{pattern} (fraud)" if fraud else f"legit: {pattern}"
-                by_id[str(row["transaction_id"])] = index.setdefault(pattern, len(index))
-            except (orjson.JSONDecodeError, KeyError, AttributeError, TypeError) as exc:
-                raise ValueError(f"{path}:{n}: not a label line ({exc!r})") from exc
-    return Labels(by_id, sorted(index, key=index.__getitem__))
-
-
-def is_fraud_pattern(name: str) -> bool:
-    return name in FRAUD_PATTERNS or not name.startswith("legit")
 
 
 def quality_metrics(
     scores: np.ndarray[Any, Any],
     alerted: np.ndarray[Any, Any],
     label_ids: np.ndarray[Any, Any],
-    names: list[str],
+    labels: Labels,
+    decisions: int | None = None,
 ) -> dict[str, Any]:
     """Precision/recall at the alert threshold, average precision, recall at a 1 % alert rate,
-    and recall (or, for legitimate patterns, the alert rate) per pattern."""
+    recall (or, for legitimate patterns, the alert rate) per pattern, and how many of the
+    ``decisions`` the labels cover."""
     from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: PLC0415
 
-    fraud_ids = np.array([i for i, n in enumerate(names) if is_fraud_pattern(n)])
+    fraud_ids = np.array([i for i, c in enumerate(labels.classes) if c.is_fraud], dtype=np.int64)
     y = np.isin(label_ids, fraud_ids)
     n, positives = len(y), int(y.sum())
     out: dict[str, Any] = {"labelled": n, "fraud": positives}
+    if decisions is not None:
+        out["coverage"] = round(n / decisions, 6) if decisions else None
+        out["coverage_warning"] = coverage_warning(n, decisions)
     if n == 0:
         return out
     tp = int((alerted & y).sum())
@@ -281,11 +296,11 @@ def quality_metrics(
         order = np.argsort(-scores, kind="stable")[:top]
         out["recall_at_1pct_alert_rate"] = float(y[order].sum() / positives)
     per_pattern = {}
-    for i, name in enumerate(names):
+    for i, c in enumerate(labels.classes):
         mask = label_ids == i
         if mask.any():
             rate = float(alerted[mask].mean())
-            key = "recall" if is_fraud_pattern(name) else "alert_rate"
-            per_pattern[name] = {"events": int(mask.sum()), key: round(rate, 4)}
+            key = "recall" if c.is_fraud else "alert_rate"
+            per_pattern[c.name] = {"events": int(mask.sum()), key: round(rate, 4)}
     out["per_pattern"] = per_pattern
     return out
