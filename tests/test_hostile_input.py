@@ -4,12 +4,15 @@ Each test here failed before the detector was hardened (issue: "The core, harden
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import msgspec
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamflow_jobs.detector import Detector
 from streamflow_jobs.events import ParsedTransaction, ParseFailure, Transaction, parse_transaction
@@ -256,6 +259,18 @@ def test_ordinary_objects_are_not_mistaken_for_repeats(raw: bytes) -> None:
     assert isinstance(parse_transaction(raw), ParsedTransaction)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"transaction_id": "\xff"}',
+        orjson.dumps(EVENT)[:-1] + b',"payment_method":"pi\xe9x"}',
+    ],
+)
+def test_stray_bytes_inside_a_string_are_a_dead_letter_not_an_exception(raw: bytes) -> None:
+    parsed = parse_transaction(raw)
+    assert isinstance(parsed, ParseFailure) and parsed.error_type == "invalid_encoding"
+
+
 # ---- rules versions ------------------------------------------------------------------------------
 def test_the_rules_version_identifies_the_configuration() -> None:
     base = RulesConfig()
@@ -265,3 +280,39 @@ def test_the_rules_version_identifies_the_configuration() -> None:
     assert other.version == base.version and other.content_version != base.content_version
     decision = Detector(other, None).process(CustomerState(), txn("t", START)).decision
     assert decision is not None and decision.rules_version == other.content_version
+
+
+# ---- the repeated-key scan against the exact check ---------------------------------------------
+_json_text = st.text(alphabet=st.sampled_from('ab"\\:,{}[] \u00e9\n'), max_size=6)
+_scalars = st.one_of(
+    st.integers(), st.booleans(), st.none(), _json_text, st.floats(allow_nan=False)
+)
+
+
+@st.composite
+def json_objects(draw: st.DrawFn) -> bytes:
+    """A JSON object written pair by pair, so that keys may repeat; nested values too."""
+    values = st.recursive(
+        _scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_json_text, inner, max_size=3),
+        max_leaves=6,
+    )
+    keys = draw(
+        st.lists(st.sampled_from(["a", "b", "a\\", 'q"', "amount", "é"]) | _json_text, max_size=6)
+    )
+    sep = draw(st.sampled_from([":", " : ", ":\n"]))
+    pairs = [json.dumps(k) + sep + json.dumps(draw(values)) for k in keys]
+    return ("{" + ", ".join(pairs) + "}").encode()
+
+
+@settings(max_examples=500, deadline=None)
+@given(json_objects())
+def test_the_scan_agrees_with_the_exact_check(raw: bytes) -> None:
+    from streamflow_jobs.jsonkeys import repeated_key, top_level_repeats  # noqa: PLC0415
+
+    names = [k for k, _ in json.loads(raw, object_pairs_hook=lambda p: p)]  # top level only
+    verdict = top_level_repeats(raw)
+    if verdict == 0:
+        assert len(set(names)) == len(names)
+    elif verdict == 1:
+        assert repeated_key(raw) is not None

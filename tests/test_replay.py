@@ -26,7 +26,7 @@ from streamflow_jobs.events import (
 from streamflow_jobs.model.forest import ForestScorer
 from streamflow_jobs.replay import READ_BLOCK, Skimmed, read_lines, replay
 from streamflow_jobs.rules.config import RulesConfig
-from streamflow_jobs.state import CustomerState
+from streamflow_jobs.state import DEDUP_MEMORY, CustomerState
 
 pytestmark = pytest.mark.unit
 runner = CliRunner()
@@ -60,6 +60,9 @@ HOSTILE_LINES = [
     b'{"transaction_id":"old","customer_id":"C1","store_id":"S01","amount":5,'
     b'"timestamp":"1971-01-01T00:00:00Z"}',  # the far past
     b"\xef\xbb\xbf" + GOOD % (7, 7),  # a byte order mark inside the file is not JSON
+    b'{"transaction_id": "\xff", "customer_id":"C1"}',  # stray bytes inside a string
+    b'{"transaction_id":"x\xc3","customer_id":"C1","store_id":"S01","amount":1,'
+    b'"timestamp":"2026-01-05T10:01:00Z","schema_version":1}',  # the same, schema v1
 ]
 
 
@@ -279,13 +282,21 @@ def test_every_non_blank_line_is_one_decision_or_one_dead_letter(
         {d["source"]["line"] for d in dead_letters}
     )
     assert {d["source"]["line"] for d in dead_letters} <= set(non_blank)
-    # A transaction id decided twice got the same decision both times; its conflicting copies
-    # are dead letters that say so.
-    first: dict[str, bytes] = {}
+    # A transaction id seen again within the customer's last DEDUP_MEMORY transactions got
+    # the same decision (and counts as a duplicate); its conflicting copies are dead letters
+    # that say so. (Every valid line here is customer C1's.)
+    remembered: dict[str, bytes] = {}  # insertion order: oldest first
+    repeats = 0
     for line in decisions:
         tid = orjson.loads(line)["transaction_id"]
-        assert first.setdefault(tid, line) == line
-    assert summary.duplicates == len(decisions) - len(first)
+        if tid in remembered:
+            assert remembered[tid] == line
+            repeats += 1
+            continue
+        remembered[tid] = line
+        if len(remembered) > DEDUP_MEMORY:
+            del remembered[next(iter(remembered))]
+    assert summary.duplicates == repeats
     for d in dead_letters:
         if d["error_type"] == "conflicting_duplicate":
             assert d["stage"] == "detect" and "first copy" in d["error_message"]

@@ -21,6 +21,7 @@ from streamflow_jobs.state import (
     StateEncodingError,
     decode_state,
     encode_state,
+    fingerprint,
 )
 
 pytestmark = pytest.mark.unit
@@ -43,9 +44,9 @@ def _remembered(state: CustomerState, ids: list[str]) -> None:
             timestamp=T0 + timedelta(minutes=i),
         )
         probe = CustomerState()  # decide against a scratch state, keep only the remembered entry
-        decision = _DETECTOR.decide(txn, outcome := _DETECTOR.evaluate(probe, txn))
-        assert outcome.seen is not None and outcome.seen.decision is decision
-        state.remember(outcome.seen)
+        _DETECTOR.decide(txn, outcome := _DETECTOR.evaluate(probe, txn))
+        assert outcome.seen is not None and outcome.seen.record is not None
+        state.remember(outcome.seen, fingerprint(tid))
 
 
 @st.composite
@@ -140,7 +141,7 @@ def test_a_state_with_an_undecided_transaction_cannot_be_encoded() -> None:
         transaction_id="t", customer_id="C1", store_id="S01", amount=Decimal(1), timestamp=T0
     )
     _DETECTOR.evaluate(s, txn)  # evaluated, not yet decided
-    with pytest.raises(StateEncodingError, match="no decision"):
+    with pytest.raises(StateEncodingError, match="no stored record"):
         encode_state(s)
 
 

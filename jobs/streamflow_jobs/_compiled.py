@@ -1,9 +1,9 @@
 """Guard for the mypyc-compiled hot path: never run machine code built from an older source.
 
-`make compile` builds extension modules for the files in COMPILED and records the SHA-256 of each
-source here (``_compiled.json``). At import, :func:`check` compares the recorded hashes with the
-sources: if a source changed since, its stale extension module is refused with a clear message
-(run ``make compile``) instead of silently running old logic.
+`make compile` builds extension modules for the files in COMPILED and C_EXTENSIONS and records
+the SHA-256 of each source here (``_compiled.json``). At import, :func:`check` compares the
+recorded hashes with the sources: if a source changed since, its stale extension module is
+refused with a clear message (run ``make compile``) instead of silently running old logic.
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ def check() -> None:
     """Refuse any compiled module of this package that does not match its source."""
     recorded: dict[str, str] = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
     for built in PACKAGE.rglob("*.cpython-*.so"):
-        source = built.with_name(built.name.split(".", 1)[0] + ".py")
+        stem = built.name.split(".", 1)[0]
+        source = built.with_name(stem + ".py")
+        if not source.exists():  # a C extension (e.g. _jsonkeys.c)
+            source = built.with_name(stem + ".c")
         relative = source.relative_to(PACKAGE.parent).as_posix()
         if relative not in recorded or not source.exists() or _digest(source) != recorded[relative]:
             raise ImportError(

@@ -69,21 +69,26 @@ def evaluator_only(events: Path) -> float:
     return best
 
 
-def state_sizes(events: Path) -> tuple[int, float]:
+def state_sizes(events: Path) -> tuple[int, float, int]:
+    """Encoded state sizes over a world, as the Flink job stores them after each event
+    (rules only: the model changes no state): max, mean over customers, and the max without
+    the remembered transactions (the part every event reads for its rules)."""
+    from streamflow_jobs.detector import Detector  # noqa: PLC0415
     from streamflow_jobs.events import ParsedTransaction, parse_transaction  # noqa: PLC0415
     from streamflow_jobs.rules.config import RulesConfig  # noqa: PLC0415
-    from streamflow_jobs.rules.evaluator import RulesEvaluator  # noqa: PLC0415
     from streamflow_jobs.state import CustomerState, encode_state  # noqa: PLC0415
 
-    ev, states = RulesEvaluator(RulesConfig()), {}  # type: ignore[var-annotated]
-    worst = 0
+    detector, states = Detector(RulesConfig(), None), {}  # type: ignore[var-annotated]
+    worst = worst_rules = 0
     for p in map(parse_transaction, events.read_bytes().splitlines()):
         if isinstance(p, ParsedTransaction):
             s = states.setdefault(p.transaction.customer_id, CustomerState())
-            ev.evaluate(s, p.transaction)
-            worst = max(worst, len(encode_state(s)))
+            detector.process(s, p.transaction)
+            blob = encode_state(s)
+            worst = max(worst, len(blob))
+            worst_rules = max(worst_rules, len(blob) - sum(len(e.stored()) for e in s.seen))
     sizes = [len(encode_state(s)) for s in states.values()]
-    return worst, sum(sizes) / len(sizes)
+    return worst, sum(sizes) / len(sizes), worst_rules
 
 
 def main() -> None:
@@ -142,8 +147,14 @@ def main() -> None:
             f"{evaluator_only(events):,.0f}",
         )
     )
-    worst, mean = state_sizes(events)
-    rows.append(("encoded customer state, bytes (max / mean)", "<= 1024", f"{worst} / {mean:.0f}"))
+    worst, mean, worst_rules = state_sizes(events)
+    rows.append(
+        (
+            "encoded customer state, bytes: max / mean (max without the 8 remembered decisions)",
+            "<= 4096",
+            f"{worst} / {mean:.0f} ({worst_rules})",
+        )
+    )
 
     million = WORK / "tx1m.jsonl"
     if not million.exists():

@@ -13,6 +13,7 @@ Transaction and FraudDecision; in the encoded state it holds a :class:`Remembere
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -21,7 +22,6 @@ import msgspec
 
 from streamflow_jobs.events import FraudDecision, Reason, Transaction, epoch_ms
 
-_CENT = Decimal("0.01")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # What makes two copies "the same transaction" (besides the id, and the customer, which is the
@@ -36,7 +36,9 @@ CONTENT_FIELDS = (
     "latitude",
     "longitude",
 )
-Content = tuple[str, str | None, str, int, str, str | None, float | None, float | None]
+# store, product, amount in cents, event time in ms, currency, payment method, latitude, longitude
+Content = tuple[str, str | None, int, int, str, str | None, float | None, float | None]
+_OTHERS = "store, product, currency, payment method or location"
 
 
 class StoredReason(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -49,7 +51,7 @@ class StoredReason(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 
 class Remembered(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """A decided transaction as the encoded state keeps it (floats exact, amounts as text)."""
+    """A decided transaction as the encoded state keeps it (floats exact)."""
 
     content: Content
     score: float
@@ -66,12 +68,17 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Remembered).decode
 
 
+def cents(amount: Decimal) -> int:
+    """The amount in cents, as the evaluator computes it (positive, 2 decimals at most: exact)."""
+    return int(float(amount) * 100 + 0.5)
+
+
 def content_of(txn: Transaction) -> Content:
     """The transaction's content, normalised (10.5 == 10.50; one instant in any time zone)."""
     return (
         txn.store_id,
         txn.product_id,
-        str(txn.amount.quantize(_CENT)),
+        cents(txn.amount),
         epoch_ms(txn.timestamp),
         txn.currency,
         txn.payment_method,
@@ -80,50 +87,67 @@ def content_of(txn: Transaction) -> Content:
     )
 
 
-def encode_remembered(txn: Any, decision: Any) -> bytes:
-    d: FraudDecision = decision
+def _others(c: Content) -> tuple[object, ...]:
+    return (c[0], c[1], c[4], c[5], c[6], c[7])
+
+
+def encode_remembered(txn: Transaction, decision: FraudDecision) -> bytes:
     return _encode(
         Remembered(
             content_of(txn),
-            d.score,
-            d.rules_score,
-            d.ml_score,
-            d.is_alert,
-            [StoredReason(*(getattr(r, f) for f in _REASON_FIELDS)) for r in d.reasons],
-            d.rules_version,
-            d.model_version,
+            decision.score,
+            decision.rules_score,
+            decision.ml_score,
+            decision.is_alert,
+            [StoredReason(*(getattr(r, f) for f in _REASON_FIELDS)) for r in decision.reasons],
+            decision.rules_version,
+            decision.model_version,
         )
     )
 
 
-def _first_copy(entry: Any) -> tuple[Content, Remembered | None]:
-    if entry.txn is not None:
-        return content_of(entry.txn), None
-    stored = _decode(entry.record)
-    return stored.content, stored
-
-
 def conflict(entry: Any, txn: Transaction) -> str | None:
-    """None if ``txn`` is the remembered transaction again, else what differs, in one line."""
-    first, _ = _first_copy(entry)
+    """None if ``txn`` is the remembered transaction again, else what differs, in one line
+    (amount and time exactly; the other fields together: the in-memory entry keeps only a
+    hash of them, and the message is the same whichever the entry holds)."""
     again = content_of(txn)
-    if first == again:
+    if entry.record is not None:
+        first = _decode(entry.record).content
+        first_cents, first_ms, same_others = first[2], first[3], _others(first) == _others(again)
+    else:
+        first_cents, first_ms = entry.amount_cents, entry.ms
+        same_others = entry.other == hash(_others(again))
+    diffs = []
+    if first_cents != again[2]:
+        diffs.append(f"amount {again[2] / 100:.2f} (first copy: {first_cents / 100:.2f})")
+    if first_ms != again[3]:
+        diffs.append(f"timestamp {_when(again[3])} (first copy: {_when(first_ms)})")
+    if not same_others:
+        diffs.append(f"other content differs ({_OTHERS})")
+    if not diffs:
         return None
-    diffs = [
-        f"{name} {_show(name, b)} (first copy: {_show(name, a)})"
-        for name, a, b in zip(CONTENT_FIELDS, first, again, strict=True)
-        if a != b
-    ]
     return f"conflicting duplicate of transaction {txn.transaction_id}: " + "; ".join(diffs)
 
 
 def recall(entry: Any, txn: Transaction) -> FraudDecision:
     """The first decision of a transaction seen again (``txn`` has the same content)."""
-    if entry.decision is not None:
-        decision: FraudDecision = entry.decision
-        return decision
-    _, stored = _first_copy(entry)
-    assert stored is not None
+    if entry.decided:
+        ml = entry.ml_score
+        return FraudDecision(
+            txn.transaction_id,
+            txn.customer_id,
+            txn.store_id,
+            txn.amount,
+            txn.timestamp,
+            entry.score,
+            entry.rules_score,
+            None if math.isnan(ml) else ml,  # NaN: no model
+            entry.alert,
+            entry.reasons if entry.reasons is not None else [],
+            entry.rules_version,
+            entry.model_version,
+        )
+    stored = _decode(entry.record)
     return FraudDecision(
         txn.transaction_id,
         txn.customer_id,
@@ -140,8 +164,5 @@ def recall(entry: Any, txn: Transaction) -> FraudDecision:
     )
 
 
-def _show(name: str, value: object) -> str:
-    if name == "timestamp" and isinstance(value, int):
-        when = _EPOCH + timedelta(milliseconds=value)
-        return when.isoformat().replace("+00:00", "Z")
-    return "none" if value is None else str(value)
+def _when(ms: int) -> str:
+    return (_EPOCH + timedelta(milliseconds=ms)).isoformat().replace("+00:00", "Z")

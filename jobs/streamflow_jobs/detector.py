@@ -30,12 +30,12 @@ from itertools import chain
 
 import numpy as np
 
-from streamflow_jobs.dedup import recall
+from streamflow_jobs.dedup import encode_remembered, recall
 from streamflow_jobs.events import FraudDecision, ParseFailure, Transaction, epoch_ms
 from streamflow_jobs.model.features import FEATURE_NAMES
 from streamflow_jobs.model.forest import ForestScorer, ModelArtifactError
 from streamflow_jobs.rules.config import RulesConfig
-from streamflow_jobs.rules.evaluator import RuleOutcome, RulesEvaluator
+from streamflow_jobs.rules.evaluator import RuleOutcome, RulesEvaluator, remember_decisions
 from streamflow_jobs.state import CustomerState
 
 
@@ -102,7 +102,9 @@ class Detector:
     ) -> list[RuleOutcome]:
         return self.evaluator.evaluate_batch(states, txns)
 
-    def _blend(self, txn: Transaction, outcome: RuleOutcome, ml: float | None) -> FraudDecision:
+    def _blend(
+        self, txn: Transaction, outcome: RuleOutcome, ml: float | None, record: bool = True
+    ) -> FraudDecision:
         score = (
             outcome.rules_score
             if ml is None
@@ -125,7 +127,9 @@ class Detector:
             model_version=self.model_version,
         )
         if outcome.seen is not None:
-            outcome.seen.decision = decision
+            # The per-event path (the stream) stores the state after each event: the record is
+            # built now, while the transaction is at hand.
+            outcome.seen.decided_as(decision, encode_remembered(txn, decision) if record else None)
         return decision
 
     def decide(self, txn: Transaction, outcome: RuleOutcome) -> FraudDecision:
@@ -146,7 +150,10 @@ class Detector:
         power and the calibration are the scalar operations of the per-event path)."""
         fresh = [i for i, o in enumerate(outcomes) if o.repeat_of is None]
         if self.model is None or not fresh:
-            return [self.decide(t, o) for t, o in zip(txns, outcomes, strict=True)]
+            return [
+                self._blend(t, o, None, record=False) if o.repeat_of is None else self.decide(t, o)
+                for t, o in zip(txns, outcomes, strict=True)
+            ]
         if len(fresh) < len(outcomes):
             # Repeats take their remembered decision, possibly one made earlier in this batch,
             # so decisions are built in input order.
@@ -165,20 +172,19 @@ class Detector:
         n = len(outcomes)
         # One flat pass over the feature tuples: half the cost of np.array(list of tuples).
         features = chain.from_iterable([o.features for o in outcomes])
-        ml = self.model.scores(
+        ml_scores = self.model.scores(
             np.fromiter(features, dtype=np.float64, count=n * len(FEATURE_NAMES)).reshape(n, -1)
         )
+        ml = np.array(ml_scores, dtype=np.float64)
         rules = np.fromiter([o.rules_score for o in outcomes], dtype=np.float64, count=n)
         blocked = np.fromiter([o.blocked for o in outcomes], dtype=np.bool_, count=n)
         score = self.alpha * ml + (1 - self.alpha) * rules
         score[blocked & (score < self.threshold)] = self.threshold
         alert = score >= self.threshold
         rules_version, model_version = self.rules_version, self.model_version
-        decisions = []
-        for t, o, s, m, a in zip(
-            txns, outcomes, score.tolist(), ml.tolist(), alert.tolist(), strict=True
-        ):
-            decision = FraudDecision(
+        scores, alerts = score.tolist(), alert.tolist()
+        decisions = [
+            FraudDecision(
                 t.transaction_id,
                 t.customer_id,
                 t.store_id,
@@ -192,9 +198,9 @@ class Detector:
                 rules_version,
                 model_version,
             )
-            if o.seen is not None:
-                o.seen.decision = decision
-            decisions.append(decision)
+            for t, o, s, m, a in zip(txns, outcomes, scores, ml_scores, alerts, strict=True)
+        ]
+        remember_decisions(outcomes, scores, ml_scores, alerts, rules_version, model_version)
         return decisions
 
 

@@ -16,13 +16,14 @@ fails to parse is ever dropped: :func:`parse_transaction` returns either a trans
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
+
+from streamflow_jobs.jsonkeys import repeated_key, top_level_repeats
 
 CURRENT_SCHEMA_VERSION = 2
 # Payloads are kept in dead letters up to this size (the rest is cut, and the cut is recorded).
@@ -184,61 +185,12 @@ def epoch_ms(ts: datetime) -> int:
     )
 
 
-# ---- repeated keys -------------------------------------------------------------------------------
-# JSON decoders keep the last of a repeated key, so {"amount": 1, ..., "amount": 99999} would be
-# read as 99999 while a system that keeps the first reads 1. Such an object is refused. Counting
-# every key exactly costs a second parse (~3 us); instead the keys are counted from the bytes
-# (each is a string followed by a colon; a quote inside a string is escaped) and compared with the
-# fields known to be present, and only a line where the two disagree gets the exact check.
-_OPTIONAL_DEFAULTS = tuple(
-    (name.encode(), f'"{name}":'.encode(), default)
-    for name, default in (
-        ("product_id", None),
-        ("currency", "BRL"),
-        ("payment_method", None),
-        ("latitude", None),
-        ("longitude", None),
-        ("schema_version", CURRENT_SCHEMA_VERSION),
-    )
-)
-_REQUIRED_FIELDS = 5
-_SPACE_BEFORE_COLON = (b'" ', b'"\t', b'"\n', b'"\r')
-
-
-def _keys_in(raw: bytes) -> int:
-    """The number of keys in a valid JSON object, or -1 if it cannot be told from the bytes
-    alone (whitespace between a key and its colon)."""
-    if any(p in raw for p in _SPACE_BEFORE_COLON):
-        return -1
-    return raw.count(b'":') - raw.count(b'\\":')
-
-
-def _fields_present_at_least(raw: bytes, txn: Transaction) -> int:
-    """How many distinct fields the strictly decoded ``txn`` surely had (a field holding its
-    default value may have been left out; it counts when its key is in the bytes)."""
-    present = _REQUIRED_FIELDS
-    for name, key, default in _OPTIONAL_DEFAULTS:
-        if getattr(txn, name.decode()) != default or key in raw:
-            present += 1
-    return present
-
-
+# ---- repeated keys (jsonkeys.py) ----------------------------------------------------------------
 def _repeated_key(raw: bytes) -> ParseFailure | None:
-    """The exact check: a JSON object (at any depth) that names a key twice."""
-    repeated: list[str] = []
-
-    def pairs(items: list[tuple[str, Any]]) -> None:
-        names = [name for name, _ in items]
-        if not repeated and len(set(names)) != len(names):
-            repeated.append(next(n for n in names if names.count(n) > 1))
-
-    try:
-        json.loads(raw, object_pairs_hook=pairs)
-    except ValueError:  # decoded by msgspec already; json's stricter corners do not matter here
+    name = repeated_key(raw)
+    if name is None:
         return None
-    if not repeated:
-        return None
-    return ParseFailure("duplicate_key", f"key {repeated[0]!r} appears more than once")
+    return ParseFailure("duplicate_key", f"key {name!r} appears more than once")
 
 
 def _split_error(text: str) -> tuple[str, str | None]:
@@ -272,12 +224,12 @@ def parse_transaction(raw: bytes | str) -> ParsedTransaction | ParseFailure:
         return _classify_failure(raw, exc)
     except msgspec.DecodeError as exc:
         return _classify_failure(raw, exc)
+    except UnicodeDecodeError as exc:  # stray bytes inside a JSON string
+        return _not_utf8(exc)
     if txn.schema_version != CURRENT_SCHEMA_VERSION:
         return _parse_tolerant(raw)  # v1 or newer: which fields count depends on the version
-    if _keys_in(raw) != _fields_present_at_least(raw, txn):
-        repeated = _repeated_key(raw)
-        if repeated is not None:
-            return repeated
+    if top_level_repeats(raw) and (failure := _repeated_key(raw)) is not None:
+        return failure
     return ParsedTransaction(txn)
 
 
@@ -288,11 +240,15 @@ def too_large(size: int) -> ParseFailure:
     )
 
 
+def _not_utf8(bad: UnicodeDecodeError) -> ParseFailure:
+    return ParseFailure("invalid_encoding", f"not UTF-8: {bad.reason} at byte {bad.start}")
+
+
 def _classify_failure(raw: bytes, exc: msgspec.DecodeError) -> ParseFailure:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as bad:
-        return ParseFailure("invalid_encoding", f"not UTF-8: {bad.reason} at byte {bad.start}")
+        return _not_utf8(bad)
     if isinstance(exc, msgspec.ValidationError):
         text = str(exc)
         if text.startswith("Expected `object`"):
@@ -310,10 +266,10 @@ def _parse_tolerant(raw: bytes) -> ParsedTransaction | ParseFailure:
         fields = _decode_fields(raw)
     except msgspec.DecodeError as exc:
         return _classify_failure(raw, exc)
-    if _keys_in(raw) != len(fields):
-        repeated = _repeated_key(raw)
-        if repeated is not None:
-            return repeated
+    except UnicodeDecodeError as exc:
+        return _not_utf8(exc)
+    if top_level_repeats(raw) and (failure := _repeated_key(raw)) is not None:
+        return failure
     version_json = fields.get("schema_version")
     version = CURRENT_SCHEMA_VERSION if version_json is None else msgspec.json.decode(version_json)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -326,6 +282,8 @@ def _parse_tolerant(raw: bytes) -> ParsedTransaction | ParseFailure:
         txn = msgspec.convert(decode(raw), Transaction, from_attributes=True)
     except msgspec.ValidationError as exc:
         return ParseFailure("validation_error", _validation_message(exc))
+    except UnicodeDecodeError as exc:
+        return _not_utf8(exc)
     return ParsedTransaction(txn, tuple(sorted(k for k in fields if k not in known)))
 
 

@@ -297,7 +297,11 @@ class ForestScorer:
             node += 1
             node += go_right
         path = self._leaves[node + self._leaf_base]
-        return self._anomaly(path.sum(axis=1))
+        # Summed tree by tree, as the compiled walk sums (numpy's sum is pairwise: other bits).
+        depths = np.zeros(rows, dtype=np.float64)
+        for t in range(self.n_trees):
+            depths += path[:, t]
+        return self._anomaly(depths)
 
     def raw_score_one(self, row: tuple[float, ...] | list[float]) -> float:
         """One row, for per-event callers (the Flink job): the same compiled walk, without the
@@ -315,11 +319,23 @@ class ForestScorer:
         return np.array([one(r) for r in raw.tolist()], dtype=np.float64)
 
     def calibrate_one(self, raw: float) -> float:
-        return min(max((raw - self._cal_low) / self._cal_span, 0.0), 1.0)
+        v = (raw - self._cal_low) / self._cal_span
+        return 0.0 if v < 0.0 else 1.0 if v > 1.0 else v
 
-    def scores(self, x: npt.ArrayLike) -> F64:
-        """Calibrated ML scores in [0, 1] for a batch of feature rows."""
-        return self.calibrate(self.raw_scores(x))
+    def scores(self, x: npt.ArrayLike) -> list[float]:
+        """Calibrated ML scores in [0, 1] for a batch of feature rows: per row exactly
+        ``calibrate_one(raw_score_one(row))``, in one pass over the walk's depths."""
+        walk = _compiled_walk()
+        if walk is None:
+            return self.calibrate(self.raw_scores(x)).tolist()  # type: ignore[no-any-return]
+        den, low, span = self._denominator, self._cal_low, self._cal_span
+        return [
+            0.0 if v < 0.0 else 1.0 if v > 1.0 else v
+            for v in [
+                (2.0 ** (-d / den) - low) / span
+                for d in walk(self._check(x), *self._walk_args).tolist()
+            ]
+        ]
 
 
 # Rows walked side by side through one tree: their node chains are independent, so the CPU

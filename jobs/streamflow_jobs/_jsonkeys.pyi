@@ -1,0 +1,3 @@
+"""Type stub of the C extension _jsonkeys.c."""
+
+def top_level_repeats(raw: bytes, /) -> int: ...
