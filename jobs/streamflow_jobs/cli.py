@@ -317,10 +317,11 @@ def render(
     if not pipeline.is_file():
         raise _fail(f"file not found: {pipeline}")
     try:
-        text = render_offline(pipeline.read_text(encoding="utf-8"))
+        text, notes = render_offline(pipeline.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     sys.stdout.write(text)
+    sys.stderr.write("".join(f"# {note}\n" for note in notes))
 
 
 @app.command()
