@@ -20,7 +20,11 @@ if ! command -v kubectl >/dev/null 2>&1; then
 fi
 
 ready() { kubectl --kubeconfig "$kubeconfig" get --raw /readyz >/dev/null 2>&1; }
-if [ -f "$kubeconfig" ] && ready; then log "already running ($kubeconfig)"; exit 0; fi
+if [ -f "$kubeconfig" ] && ready; then
+  log "already running ($kubeconfig)"
+  "$root/e2e/cluster/install-crds.sh" "$kubeconfig"  # this checkout's CRDs, not a stale copy
+  exit 0
+fi
 
 "$root/e2e/cluster/build.sh" etcd kube-apiserver kube-controller-manager
 bin="$cache/bin"
