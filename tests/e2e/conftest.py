@@ -68,18 +68,57 @@ def api(cluster: Path) -> Any:
     return client.ApiClient()
 
 
+def free_port() -> int:
+    """A free port on 127.0.0.1 (other checkouts may run their own operator on this machine)."""
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class Operator:
     def __init__(self, kubeconfig: Path) -> None:
         self.kubeconfig = kubeconfig
         self.process: subprocess.Popen[bytes] | None = None
         self.log = CLUSTER_DIR / "logs" / "operator.log"
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+
+    def samples(self, name: str) -> dict[str, float]:
+        """A metric's samples on the operator's /metrics, by their labels."""
+        import urllib.request  # noqa: PLC0415
+
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and not line.startswith("#")
+        }
+
+    def metric(self, name: str) -> float:
+        """The sum of a metric's samples."""
+        return sum(self.samples(name).values())
+
+    def idle(self) -> bool:
+        """Nothing queued, no pass running."""
+        return (
+            self.metric("streamflow_queue_depth") == 0
+            and self.metric("streamflow_passes_in_progress") == 0
+        )
 
     def start(self) -> None:
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
-            "STREAMFLOW_RESYNC_SECONDS": "2",
-            "STREAMFLOW_METRICS_PORT": "18080",
+            # The resync is only a safety net: every test must pass without it (children's
+            # watches enqueue their pipeline), so it never fires during the suite.
+            "STREAMFLOW_RESYNC_SECONDS": "3600",
+            # Short, so that the bound on a stuck deletion is tested in seconds.
+            "STREAMFLOW_DELETION_TIMEOUT_SECONDS": "20",
+            "STREAMFLOW_METRICS_PORT": str(self.metrics_port),
         }
         self.process = subprocess.Popen(
             [
@@ -92,7 +131,7 @@ class Operator:
                 "streamflow_operator.handlers",
                 "--all-namespaces",
                 "--standalone",
-                "--liveness=http://127.0.0.1:18081/healthz",
+                f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
             ],
             cwd=ROOT,
             env=env,
@@ -103,7 +142,9 @@ class Operator:
         import urllib.request  # noqa: PLC0415
 
         wait_for(
-            lambda: urllib.request.urlopen("http://127.0.0.1:18081/healthz", timeout=1),
+            lambda: urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/healthz", timeout=1
+            ),
             timeout=60,
             what="operator liveness",
         )
@@ -297,6 +338,15 @@ class Kube:
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str) -> None:
         self.res(api_version, kind).delete(name=name, namespace=namespace)
+
+    def events(self, name: str, namespace: str) -> list[dict[str, Any]]:
+        """Core v1 Events about the object ``name`` in ``namespace``, oldest first."""
+        items = (
+            self.res("v1", "Event")
+            .get(namespace=namespace, field_selector=f"involvedObject.name={name}")
+            .items
+        )
+        return sorted((dict(i.to_dict()) for i in items), key=lambda e: e["metadata"]["name"])
 
     def namespace(self, name: str) -> None:
         from kubernetes.dynamic.exceptions import ConflictError  # noqa: PLC0415
