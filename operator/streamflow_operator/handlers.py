@@ -22,6 +22,7 @@ from typing import Any
 
 import kopf
 
+from streamflow_operator import metrics
 from streamflow_operator.children import KINDS, WATCH_SELECTOR, key_of, slim
 from streamflow_operator.kube import ApiError, Kube
 from streamflow_operator.reconcile import Reconciler
@@ -29,7 +30,7 @@ from streamflow_operator.runtime import PipelineKey, WorkQueue, run_workers
 from streamflow_operator.spec import GROUP, PLURAL, VERSION
 
 RESYNC_SECONDS = float(os.environ.get("STREAMFLOW_RESYNC_SECONDS", "300"))
-WORKERS = int(os.environ.get("STREAMFLOW_WORKERS", "8"))
+WORKERS = int(os.environ.get("STREAMFLOW_WORKERS", "16"))
 DELETION_TIMEOUT = float(os.environ.get("STREAMFLOW_DELETION_TIMEOUT_SECONDS", "600"))
 # CloudNativePG labels the app secrets it writes so (pkg/specs/secrets.go); the operator reads
 # their `uri` to build the Airflow connection.
@@ -55,19 +56,15 @@ async def configure(
     settings.watching.label_selectors["", "secrets"] = APP_SECRET_SELECTOR
     for noisy in ("kopf.objects", "kopf.activities.startup"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kopf's own requests (the watches) report each failed attempt as one log record: count
+    # them with the operator's (an idle operator in an outage fails only there).
+    logging.getLogger("kopf._cogs.clients").addHandler(_CountFailures())
 
     kube = Kube(lambda: kopf.login_via_client(logger=logger, settings=settings))
     reconciler = Reconciler(kube, deletion_timeout=DELETION_TIMEOUT)
     queue = WorkQueue()
     memo.reconciler, memo.queue = reconciler, queue
-    # The cache is filled before the first pass (kopf's own listing follows as events).
-    for kind in KINDS:
-        if kind.watched:
-            for obj in await kube.list(kind, WATCH_SELECTOR):
-                reconciler.store.put(slim(obj))
-    for secret in await kube.list(_SECRET, APP_SECRET_SELECTOR):
-        _record_app_secret(reconciler, secret)
-    await reconciler.list_secrets()
+    await _prefill(reconciler)
 
     async def work(key: PipelineKey) -> None:
         result = await reconciler.reconcile(key)
@@ -85,6 +82,36 @@ async def configure(
     port = int(os.environ.get("STREAMFLOW_METRICS_PORT", "8080"))
     if port:
         start_http_server(port)
+
+
+async def _prefill(reconciler: Reconciler) -> None:
+    """The cache is filled before the first pass (kopf's own listing follows as events). An
+    apiserver that is starting (429, 5xx, unreachable) is waited for, one line per attempt."""
+    delay = 0.5
+    while True:
+        try:
+            for kind in KINDS:
+                if kind.watched:
+                    for obj in await reconciler.kube.list(kind, WATCH_SELECTOR):
+                        reconciler.store.put(slim(obj))
+            for secret in await reconciler.kube.list(_SECRET, APP_SECRET_SELECTOR):
+                _record_app_secret(reconciler, secret)
+            await reconciler.list_secrets()
+            return
+        except ApiError as exc:
+            if not exc.transient:
+                raise
+            log.warning("filling the cache: %s; again in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
+
+
+class _CountFailures(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        metrics.API_ERRORS.labels(reason="watch").inc()
 
 
 async def _resync(reconciler: Reconciler, queue: WorkQueue) -> None:
@@ -124,8 +151,8 @@ async def child_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: A
     obj = slim(_plain(body))
     if type == "DELETED":
         memo.reconciler.store.remove(key_of(obj))
-    else:
-        memo.reconciler.store.put(obj)
+    elif not memo.reconciler.store.put(obj):
+        return  # the echo of our own write
     for key in memo.reconciler.affected(obj):
         memo.queue.add(key)
 

@@ -14,6 +14,7 @@ spec" behaviour). The pass ends with at most one status write, skipped when noth
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import logging
@@ -320,8 +321,8 @@ class Reconciler:
 
         planned = [m for m in render_all(spec, meta) if m["kind"] != "FlinkDeployment"]
         live: dict[str, Manifest] = {}
-        for manifest in planned:
-            obj = await self._ensure(manifest, meta, obs)
+        # Children are independent of each other: written concurrently (status sorts them).
+        for obj in await asyncio.gather(*(self._ensure(m, meta, obs) for m in planned)):
             if obj is not None:
                 live[key_of(obj)] = obj
         from streamflow_operator.status import child_health  # noqa: PLC0415
@@ -341,8 +342,7 @@ class Reconciler:
         obs.held = {job: waits for job, waits in gates.items() if waits and not spec.suspend}
         meta = replace(meta, running=frozenset(j for j, w in gates.items() if not w))
         flink = build_flink_deployments(spec, meta)
-        for manifest in flink:
-            await self._ensure(manifest, meta, obs)
+        await asyncio.gather(*(self._ensure(m, meta, obs) for m in flink))
         await self._prune(spec, meta, planned + flink)
         return obs
 

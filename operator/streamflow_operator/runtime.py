@@ -31,17 +31,23 @@ class Store:
     objects: dict[str, Manifest] = field(default_factory=dict)
     by_owner: dict[str, set[str]] = field(default_factory=dict)
 
-    def put(self, obj: Manifest) -> None:
+    def put(self, obj: Manifest) -> bool:
+        """Store a child; False when the store already had this version or a newer one (the
+        watch's echo of our own write: nothing to react to)."""
         key = key_of(obj)
         old = self.objects.get(key)
         rv = obj["metadata"].get("resourceVersion")
-        if old is not None and _newer(rv, old["metadata"].get("resourceVersion")):
-            return
+        if old is not None and (
+            rv == old["metadata"].get("resourceVersion")
+            or _newer(rv, old["metadata"].get("resourceVersion"))
+        ):
+            return False
         self._unindex(key, old)
         self.objects[key] = obj
         owner = (obj["metadata"].get("labels") or {}).get(LABEL_PIPELINE_UID)
         if owner:
             self.by_owner.setdefault(owner, set()).add(key)
+        return True
 
     def remove(self, key: str) -> None:
         self._unindex(key, self.objects.pop(key, None))

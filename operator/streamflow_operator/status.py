@@ -172,13 +172,14 @@ def _entries(obs: Observation) -> dict[str, list[_Entry]]:
     def add(key: str, health: Health) -> None:
         per[BY_KIND[key.split("/", 1)[0]].component].append(_Entry(key, health))
 
-    for obj in obs.children:
+    # Sorted: the passes write children concurrently, the status must not depend on who won.
+    for obj in sorted(obs.children, key=key_of):
         add(key_of(obj), child_health(obj))
-    for key, message in obs.conflicts.items():
+    for key, message in sorted(obs.conflicts.items()):
         add(key, Health("Conflict", message))
-    for key, message in obs.rejected.items():
+    for key, message in sorted(obs.rejected.items()):
         add(key, Health("Failed", f"{describe(key)} rejected: {message}"))
-    for key, message in obs.apply_errors.items():
+    for key, message in sorted(obs.apply_errors.items()):
         add(key, Health("Progressing", f"{describe(key)} not applied yet: {message}"))
     if obs.model.error:
         per["ModelReady"].append(_Entry("model", Health("Failed", obs.model.error)))
@@ -393,7 +394,7 @@ def _events(
             if was is None or was.get("ready") or was.get("message") != e.health.message:
                 reason = "Conflict" if e.health.state == "Conflict" else "ChildFailed"
                 events.append(("Warning", reason, e.health.message))
-    for key in obs.repaired:
+    for key in sorted(obs.repaired):
         events.append(
             ("Normal", "Repaired", f"{describe(key)} was changed outside the operator: restored")
         )
