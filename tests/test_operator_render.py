@@ -17,6 +17,7 @@ from streamflow_operator.render.flink import DSN_ENV, JOBS
 from streamflow_operator.render.kafka import topic_name
 from streamflow_operator.render.model import MAX_MODEL_BYTES
 from streamflow_operator.spec import MAX_INLINE_BLACKLIST, FraudPipelineSpec
+from tests.specs import merge
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
@@ -282,23 +283,11 @@ CEL_CASES: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-def _merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in change.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 @pytest.mark.parametrize(("case", "change", "message"), CEL_CASES, ids=[c[0] for c in CEL_CASES])
 def test_the_crds_cel_rules_are_evaluated_locally(
     case: str, change: dict[str, Any], message: str
 ) -> None:
-    spec = _merge(SAMPLE["spec"], change)
+    spec = merge(SAMPLE["spec"], change)
     if not message:
         parse_spec(spec)
         return
@@ -309,7 +298,7 @@ def test_the_crds_cel_rules_are_evaluated_locally(
 
 def test_a_long_name_is_refused_like_the_apiserver_does() -> None:
     doc = {**SAMPLE, "metadata": {"name": "p" * 37, "namespace": "fraud"}}
-    with pytest.raises(SpecError, match="metadata.name must be at most 36"):
+    with pytest.raises(SpecError, match=r"metadata\.name must be at most 36"):
         render_offline(yaml.safe_dump(doc))
 
 

@@ -159,7 +159,7 @@ def test_one_event_per_transition() -> None:
     stalled, events = build_status(obs([*all_ready()[:-1], failed]), ready, 3)
     assert stalled["phase"] == "Stalled"
     assert events == [("Warning", "ChildFailed", "FlinkDeployment ns/flinkdeployment failed: boom")]
-    back, events = build_status(obs(all_ready()), stalled, 3)
+    _, events = build_status(obs(all_ready()), stalled, 3)
     assert [e[:2] for e in events] == [("Normal", "Ready")]
 
 
@@ -177,7 +177,7 @@ def test_leaving_ready_for_a_new_spec_is_normal_and_for_the_same_spec_a_warning(
             "conditions": [{"type": "Ready", "status": "False", "reason": "X"}],
         },
     )
-    degraded, events = build_status(obs([*all_ready()[:-2], down, all_ready()[-1]]), ready, 3)
+    _, events = build_status(obs([*all_ready()[:-2], down, all_ready()[-1]]), ready, 3)
     assert [e[:2] for e in events] == [("Warning", "Degraded")]
 
 

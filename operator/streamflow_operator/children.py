@@ -8,7 +8,7 @@ checked against it (tests/e2e/test_chart.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from streamflow_operator.render import (
     LABEL_MANAGED_BY,
@@ -18,6 +18,7 @@ from streamflow_operator.render import (
     PART_OF,
     Manifest,
 )
+from streamflow_operator.spec import ConditionType
 
 FIELD_MANAGER = "streamflow-operator"
 WATCH_SELECTOR = f"{LABEL_PART_OF}={PART_OF}"
@@ -57,14 +58,8 @@ KINDS: tuple[ChildKind, ...] = (
     ChildKind("flink.apache.org/v1beta1", "FlinkDeployment", "flinkdeployments", "FlinkReady"),
 )
 BY_KIND = {k.kind: k for k in KINDS}
-COMPONENTS = (
-    "ModelReady",
-    "DatabaseReady",
-    "MigrationsReady",
-    "KafkaReady",
-    "AirflowReady",
-    "FlinkReady",
-)
+# The per-component conditions, in the order the status lists them (spec.ConditionType).
+COMPONENTS = tuple(c for c in get_args(ConditionType) if c.endswith("Ready") and c != "Ready")
 
 
 def key_of(obj: Manifest) -> str:
@@ -111,40 +106,49 @@ def foreign_message(key: str, obj: Manifest | None) -> str:
     )
 
 
+# Labels and annotations the operator sets (and so compares); others' are not kept in memory.
+_OUR_PREFIXES = ("app.kubernetes.io/", "streamflow.dev/", "strimzi.io/", "airflow.apache.org/")
+# Of a child's status, what status.py reads.
+_STATUS_KEYS = {
+    "KafkaTopic": ("conditions", "observedGeneration"),
+    "Cluster": ("conditions", "phase"),
+    "Database": ("applied", "message", "observedGeneration"),
+    "Job": ("succeeded", "conditions"),
+    "FlinkDeployment": ("lifecycleState", "jobStatus", "error", "observedGeneration"),
+}
+
+
 def slim(obj: dict[str, Any]) -> Manifest:
-    """What the operator keeps of a watched child: identity, ownership, spec fields it reads,
-    status. Model payloads and managedFields are dropped (memory)."""
+    """What the operator keeps of a watched child: identity, ownership, the labels and
+    annotations it sets, the spec fields and status it reads. Payloads (a model is ~100 KB),
+    managedFields and the spec copies in a FlinkDeployment's status are dropped (memory)."""
     md = obj.get("metadata") or {}
-    kept_md = {
+    kept_md: dict[str, Any] = {
         k: md[k]
-        for k in (
-            "name",
-            "namespace",
-            "uid",
-            "resourceVersion",
-            "generation",
-            "labels",
-            "annotations",
-            "ownerReferences",
-            "deletionTimestamp",
-            "finalizers",
-        )
+        for k in ("name", "namespace", "uid", "resourceVersion", "generation", "deletionTimestamp")
         if k in md
     }
-    out: Manifest = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind")}
-    out["metadata"] = kept_md
-    spec = obj.get("spec") or {}
-    if obj.get("kind") == "FlinkDeployment":
+    for key in ("labels", "annotations"):
+        mine = {k: v for k, v in (md.get(key) or {}).items() if k.startswith(_OUR_PREFIXES)}
+        if mine:
+            kept_md[key] = mine
+    if md.get("ownerReferences"):
+        kept_md["ownerReferences"] = [
+            {"uid": r.get("uid"), "controller": r.get("controller", False)}
+            for r in md["ownerReferences"]
+        ]
+    if md.get("finalizers"):
+        kept_md["finalizers"] = md["finalizers"]
+    kind = obj.get("kind")
+    out: Manifest = {"apiVersion": obj.get("apiVersion"), "kind": kind, "metadata": kept_md}
+    if kind == "FlinkDeployment":
+        spec = obj.get("spec") or {}
         out["spec"] = {"job": {"state": (spec.get("job") or {}).get("state")}}
         out["mounts"] = sorted(mounted_config_maps(obj))  # now or for a rollback
         out["mountsNow"] = sorted(mounted_config_maps({"spec": spec}))
-    if "status" in obj:
-        out["status"] = obj["status"]
-        if obj.get("kind") == "FlinkDeployment":  # the spec copies in it are large
-            rs = dict(out["status"].get("reconciliationStatus") or {})
-            rs.pop("lastReconciledSpec", None)
-            rs.pop("lastStableSpec", None)
-            out["status"] = {**out["status"], "reconciliationStatus": rs}
+    status = obj.get("status")
+    if isinstance(status, dict) and kind in _STATUS_KEYS:
+        out["status"] = {k: status[k] for k in _STATUS_KEYS[kind] if k in status}
     # Fields a POST (create) gave our manager as an Update: upgraded to Apply before our next
     # apply, or server-side apply could never remove them (see reconcile.py).
     out["updateManaged"] = any(

@@ -7,7 +7,6 @@ a traceback: an unreachable apiserver is logged once when it goes and once when 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import ssl
@@ -205,14 +204,3 @@ class Kube:
             if exc.status in (404, 409):  # gone already, or a different object now
                 return None
             raise
-
-
-async def gather_limited(limit: int, *coros: Any) -> list[Any]:
-    """Run coroutines with at most ``limit`` at once, results in order."""
-    semaphore = asyncio.Semaphore(limit)
-
-    async def one(c: Any) -> Any:
-        async with semaphore:
-            return await c
-
-    return list(await asyncio.gather(*(one(c) for c in coros)))

@@ -204,6 +204,8 @@ class Reconciler:
     secret_refs: dict[tuple[str, str], set[PipelineKey]] = field(default_factory=dict)
     deletion_timeout: float = 600.0
     specs: dict[tuple[str, int], FraudPipelineSpec | str] = field(default_factory=dict)
+    written: dict[str, set[str]] = field(default_factory=dict)  # pipeline uid -> child keys
+    model_in_use: dict[PipelineKey, str] = field(default_factory=dict)  # -> model checksum
 
     # ---- bookkeeping fed by the watches -------------------------------------------------
     def pipeline_changed(self, body: dict[str, Any]) -> bool:
@@ -246,9 +248,15 @@ class Reconciler:
     def pipeline_gone(self, key: PipelineKey) -> None:
         body = self.pipelines.pop(key, None)
         if body is not None:
-            self.uids.pop(body["metadata"]["uid"], None)
-            for k in [k for k in self.applied if k.endswith(f"/{key[1]}")]:
+            uid = body["metadata"]["uid"]
+            self.uids.pop(uid, None)
+            for k in self.written.pop(uid, set()):
                 self.applied.pop(k, None)
+            for cache_key in [k for k in self.specs if k[0] == uid]:
+                del self.specs[cache_key]
+        self.model_in_use.pop(key, None)
+        in_use = set(self.model_in_use.values())
+        self.models = {c: m for c, m in self.models.items() if c in in_use}
         self._refer(self.model_refs, key, None)
         self._refer(self.secret_refs, key, None)
         metrics.record_phase(f"{key[0]}/{key[1]}", None)
@@ -377,7 +385,16 @@ class Reconciler:
                 good = outcome if isinstance(outcome, Verified) else None
                 error = outcome if isinstance(outcome, str) else None
         if good is not None:
+            # Verified models are kept (by checksum) while a pipeline uses them.
+            previous = self.model_in_use.get((meta.namespace, meta.name))
+            self.model_in_use[(meta.namespace, meta.name)] = good.checksum
             self.models[good.checksum] = good
+            if (
+                previous
+                and previous != good.checksum
+                and previous not in set(self.model_in_use.values())
+            ):
+                self.models.pop(previous, None)
             published = PublishedModel(
                 model_config_map(meta, good.checksum), good.version, good.checksum, good.raw
             )
@@ -459,6 +476,7 @@ class Reconciler:
         obj = slim(result)
         self.store.put(obj)
         self.applied[key] = Applied(checksum(manifest), fingerprint(obj, manifest))
+        self.written.setdefault(meta.uid, set()).add(key)
         if decision.repair:
             obs.repaired.append(key)
         obs.children.append(obj)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
-import copy
 from typing import Any
 
 import orjson
 import pytest
+import yaml
 
 from streamflow_jobs.model.forest import DEFAULT_MODEL_PATH, payload_checksum
+from streamflow_operator.reconcile import render_offline
 from tests.e2e.conftest import Kube, Operator, pipeline, wait_for
 from tests.e2e.sim import (
     CLUSTER,
@@ -26,6 +27,7 @@ from tests.e2e.sim import (
     now,
     simulate_flink,
 )
+from tests.specs import merge
 
 pytestmark = pytest.mark.e2e
 
@@ -415,6 +417,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "version pins a model from configMapName",
     ),
     ("connection id", {"airflow": {"connectionId": "bad id!"}}, "spec.airflow.connectionId"),
+    ("image reference", {"flink": {"image": "Not An Image!"}}, "spec.flink.image"),
     (
         "fraud detector parallelism",
         {"flink": {"parallelism": 1, "jobs": {"fraudDetector": {"parallelism": 500}}}},
@@ -423,31 +426,26 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-def _merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in change.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 @pytest.mark.parametrize(("case", "change", "field"), INVALID, ids=[c[0] for c in INVALID])
-def test_invalid_specs_are_rejected_by_the_apiserver(
+def test_invalid_specs_are_rejected_by_the_apiserver_and_by_render(
     cluster: Any, kube: Kube, case: str, change: dict[str, Any], field: str
 ) -> None:
     from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
 
     body = pipeline("invalid", "default", "kafka", "airflow")
-    body["spec"] = _merge(body["spec"], change)
+    body["spec"] = merge(body["spec"], change)
     with pytest.raises(ApiException) as raised:
         kube.res(*FP).create(body=body, namespace="default", dry_run="All")
     message = orjson.loads(raised.value.body)["message"]
     assert raised.value.status == 422, message
     assert field in message, message
+    # `streamflow render` refuses it too: a CEL rule in the same words, a bound on the same field.
+    with pytest.raises(ValueError, match=r".") as refused:
+        render_offline(yaml.safe_dump(body))
+    for problem in str(refused.value).split("; "):
+        where, _, what = problem.partition(": ")
+        cel_message = what.partition('Invalid value: "object": ')[2]
+        assert (cel_message or where) in message, (problem, message)
 
 
 def test_metrics_and_liveness_are_served(

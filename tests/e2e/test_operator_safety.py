@@ -532,58 +532,7 @@ def test_every_field_is_explained(cluster: Any) -> None:
     assert missing == [], f"{len(missing)} fields without a description: {missing}"
 
 
-# ---- `streamflow render` refuses what the apiserver refuses ---------------------------------
-RENDER_INVALID: list[tuple[str, dict[str, Any]]] = [
-    ("same state dirs", {"flink": {"savepointDir": "s3://streamflow-state/checkpoints"}}),
-    ("reference without name", {"postgres": {"create": False, "clusterName": None}}),
-    ("schemas incomplete", {"postgres": {"schemas": ["bronze"]}}),
-    ("model version alone", {"model": {"version": "iforest-x"}}),
-    (
-        "dead letters outlive",
-        {"kafka": {"topics": {"deadLetters": {"retentionHours": 1}}}},
-    ),
-    (
-        "fraud detector parallelism",
-        {"flink": {"parallelism": 1, "jobs": {"fraudDetector": {"parallelism": 500}}}},
-    ),
-    ("bad image reference", {"flink": {"image": "Not An Image!"}}),
-]
-
-
-def _merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in change.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-@pytest.mark.parametrize(("case", "change"), RENDER_INVALID, ids=[c[0] for c in RENDER_INVALID])
-def test_render_refuses_what_the_apiserver_refuses(
-    cluster: Any, kube: Kube, case: str, change: dict[str, Any]
-) -> None:
-    import yaml  # noqa: PLC0415
-    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
-
-    body = pipeline("invalid", "default", "kafka", "airflow")
-    body["spec"] = _merge(body["spec"], change)
-    with pytest.raises(ApiException) as raised:
-        kube.res(*FP).create(body=body, namespace="default", dry_run="All")
-    assert raised.value.status == 422
-    message = orjson.loads(raised.value.body)["message"]
-    with pytest.raises(ValueError, match=r".") as refused:
-        render_offline(yaml.safe_dump(body))
-    # The same rule: a CEL rule in the same words, a schema bound on the same field.
-    for problem in str(refused.value).split("; "):
-        where, _, what = problem.partition(": ")
-        cel_message = what.partition('Invalid value: "object": ')[2]
-        assert (cel_message or where) in message, (problem, message)
-
-
+# ---- `streamflow render` accepts what the apiserver accepts (refusals: test_operator.py)
 def test_render_accepts_what_the_apiserver_accepts(cluster: Any, kube: Kube) -> None:
     import yaml  # noqa: PLC0415
 
