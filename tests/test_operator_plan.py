@@ -285,3 +285,14 @@ def test_backoff_grows_and_is_capped() -> None:
         return delays
 
     assert asyncio.run(scenario()) == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
+
+
+def test_a_list_finds_what_was_deleted_while_the_watch_was_down() -> None:
+    store = Store()
+    kept, deleted, newer = live(TOPIC), live(TOPIC), live(TOPIC)
+    deleted["metadata"]["name"] = "gone"
+    newer["metadata"].update(name="new", resourceVersion="30")  # written after the list
+    for obj in (kept, deleted, newer):
+        store.put(obj)
+    missing = store.missing("KafkaTopic", {"kafka/fraud-payments-alerts"}, list_version="20")
+    assert [o["metadata"]["name"] for o in missing] == ["gone"]

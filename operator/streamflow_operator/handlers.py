@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import contextlib
 import logging
 import os
@@ -115,12 +116,20 @@ class _CountFailures(logging.Handler):
 
 
 async def _resync(reconciler: Reconciler, queue: WorkQueue) -> None:
-    """The safety net: every pipeline passed over again (from the cache: a pass with nothing
-    to do sends nothing), the listed Secrets refreshed."""
+    """The safety net, every RESYNC_SECONDS: the listed Secrets refreshed; children deleted
+    while a watch was down (a relist reports no deletion) dropped from the cache, by one
+    metadata-only list per kind; every pipeline passed over again (from the cache: a pass with
+    nothing to do sends nothing)."""
     while True:
         await asyncio.sleep(RESYNC_SECONDS)
         with contextlib.suppress(ApiError):
             await reconciler.list_secrets()
+            for kind in KINDS:
+                if not kind.watched:
+                    continue
+                version, present = await reconciler.kube.list_metadata(kind, WATCH_SELECTOR)
+                for obj in reconciler.store.missing(kind.kind, present, version):
+                    reconciler.store.remove(key_of(obj))
         for key in list(reconciler.pipelines):
             queue.add(key)
 
@@ -169,10 +178,15 @@ def _record_app_secret(reconciler: Reconciler, secret: dict[str, Any], gone: boo
     md = secret["metadata"]
     target = (md["namespace"], md["name"])
     uri = (secret.get("data") or {}).get("uri")
-    if gone or uri is None:
+    try:
+        decoded = None if gone or uri is None else base64.b64decode(uri).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        log.warning("Secret %s/%s: key uri is not base64 text; ignored", *target)
+        decoded = None
+    if decoded is None:
         reconciler.app_secrets.pop(target, None)
     else:
-        reconciler.app_secrets[target] = base64.b64decode(uri).decode()
+        reconciler.app_secrets[target] = decoded
 
 
 @kopf.on.event("", "v1", "secrets", id="watch-app-secrets")

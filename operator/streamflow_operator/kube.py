@@ -161,6 +161,33 @@ class Kube:
             item.setdefault("kind", kind.kind)
         return items
 
+    async def list_metadata(self, kind: ChildKind, selector: str) -> tuple[str, set[str]]:
+        """(the list's resourceVersion, ``ns/name`` of every object): only metadata travels."""
+        session = await self._connect()
+        headers = {
+            **self._headers,
+            "Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        }
+        try:
+            async with session.get(
+                self._server + kind.path(None), params={"labelSelector": selector}, headers=headers
+            ) as response:
+                payload = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            metrics.API_ERRORS.labels(reason="unreachable").inc()
+            raise ApiError(0, "Unreachable", f"apiserver unreachable: {exc}") from None
+        metrics.API_REQUESTS.labels(verb="GET", kind=kind.kind, code=str(status)).inc()
+        if status >= 300:
+            metrics.API_ERRORS.labels(reason=str(status)).inc()
+            raise ApiError(status, str(status), payload[:300].decode(errors="replace"))
+        doc = orjson.loads(payload)
+        names = {
+            f"{i['metadata'].get('namespace', '')}/{i['metadata']['name']}"
+            for i in doc.get("items") or []
+        }
+        return str(doc.get("metadata", {}).get("resourceVersion", "")), names
+
     async def create(self, kind: ChildKind, manifest: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = await self.request(
             "POST",

@@ -65,6 +65,18 @@ class Store:
     def owned(self, uid: str) -> list[Manifest]:
         return [self.objects[k] for k in sorted(self.by_owner.get(uid, ()))]
 
+    def missing(self, kind: str, present: set[str], list_version: str) -> list[Manifest]:
+        """Objects of ``kind`` the store holds but a list (at ``list_version``) did not show:
+        deleted while a watch was down (a relist reports no deletions)."""
+        gone = []
+        for key, obj in list(self.objects.items()):
+            if not key.startswith(f"{kind}/") or key.split("/", 1)[1] in present:
+                continue
+            if _newer(list_version, obj["metadata"].get("resourceVersion")):
+                continue  # written after the list was taken
+            gone.append(obj)
+        return gone
+
     def replace_kind(self, kind: str, objects: Iterable[Manifest]) -> None:
         """A fresh list of one kind (the listed, not watched, Secrets) replaces the old one."""
         for key in [k for k in self.objects if k.startswith(f"{kind}/")]:
@@ -142,22 +154,45 @@ class WorkQueue:
             self._dirty.discard(key)
             self.add(key)
 
+    def idle(self) -> bool:
+        return not self._queued and not self._active
+
     def __len__(self) -> int:
         return len(self._queued)
+
+
+def _malloc_trim() -> Callable[[], Any] | None:
+    """glibc's malloc_trim: a burst of large payloads (model ConfigMaps are ~100 KB each) leaves
+    freed memory in the heap; returning it keeps the operator's RSS at what it holds."""
+    try:
+        import ctypes  # noqa: PLC0415
+
+        trim: Callable[[int], Any] = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return lambda: trim(0)
 
 
 async def run_workers(
     queue: WorkQueue, n: int, work: Callable[[PipelineKey], Awaitable[Any]]
 ) -> None:
-    """``n`` workers taking keys from the queue until cancelled."""
+    """``n`` workers taking keys from the queue until cancelled; when the queue runs dry after
+    a burst, freed memory goes back to the system."""
+    trim = _malloc_trim()
+    busy = False
 
     async def worker() -> None:
+        nonlocal busy
         while True:
             key = await queue.get()
+            busy = True
             try:
                 await work(key)
             finally:
                 queue.done(key)
+            if trim is not None and busy and queue.idle():
+                busy = False
+                trim()
 
     tasks = [asyncio.create_task(worker(), name=f"streamflow-worker-{i}") for i in range(n)]
     try:
