@@ -142,7 +142,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(prog="python -m tests.e2e.bench")
     parser.add_argument("--pipelines", type=int, default=500)
-    parser.add_argument("--idle-seconds", type=float, default=120.0)
+    parser.add_argument("--idle-seconds", type=float, default=330.0)  # one resync round in
     parser.add_argument("--samples", type=int, default=60)
     args = parser.parse_args()
 
