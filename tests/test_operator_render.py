@@ -11,7 +11,13 @@ import pytest
 import yaml
 
 from streamflow_operator.crd import CHART_CRD_PATH, CRD_PATH, build_crd, crd_yaml
-from streamflow_operator.reconcile import SpecError, parse_spec, render_offline, verify_model
+from streamflow_operator.reconcile import (
+    SpecError,
+    parse_spec,
+    render_offline,
+    render_with_notes,
+    verify_model,
+)
 from streamflow_operator.render import Meta, PublishedModel, render_all
 from streamflow_operator.render.flink import DSN_ENV, JOBS
 from streamflow_operator.render.kafka import topic_name
@@ -241,7 +247,7 @@ def test_children_carry_the_ownership_proof() -> None:
 
 
 def test_render_cli_output_is_yaml_and_says_what_it_leaves_out() -> None:
-    text, notes = render_offline((ROOT / "config/samples/fraudpipeline.yaml").read_text())
+    text, notes = render_with_notes((ROOT / "config/samples/fraudpipeline.yaml").read_text())
     docs = [d for d in yaml.safe_load_all(text) if d]
     assert len(docs) == 12 and all("apiVersion" in d for d in docs)
     assert any("Secret airflow/fraud-payments-airflow-conn" in n for n in notes)
@@ -250,7 +256,7 @@ def test_render_cli_output_is_yaml_and_says_what_it_leaves_out() -> None:
 
 def test_render_with_the_built_in_model_shows_its_size_not_its_bytes() -> None:
     doc = {**SAMPLE, "spec": {**SAMPLE["spec"], "model": {}}}
-    text, _ = render_offline(yaml.safe_dump(doc))
+    text = render_offline(yaml.safe_dump(doc))
     model = next(
         d
         for d in yaml.safe_load_all(text)

@@ -134,7 +134,12 @@ def verify_model(raw: bytes | None, source: str, expected_version: str | None) -
     return Verified(raw, artifact.model_version, artifact.checksum)
 
 
-def render_offline(text: str) -> tuple[str, list[str]]:
+def render_offline(text: str) -> str:
+    """The children of a FraudPipeline file, as the first pass applies them (YAML)."""
+    return render_with_notes(text)[0]
+
+
+def render_with_notes(text: str) -> tuple[str, list[str]]:
     """`streamflow render`: (the children as the first pass applies them, notes on what is left
     out). Refuses exactly what the apiserver refuses."""
     try:

@@ -54,8 +54,6 @@ def rendered(name: str, ns: str, kind: str, kafka_ns: str, airflow_ns: str) -> d
 
     body = pipeline(name, ns, kafka_ns, airflow_ns)
     text = render_offline(yaml.safe_dump(body))
-    if isinstance(text, tuple):
-        text = text[0]
     return next(d for d in yaml.safe_load_all(text) if d and d["kind"] == kind)
 
 
