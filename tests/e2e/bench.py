@@ -153,8 +153,7 @@ def main() -> None:
     api = client.ApiClient()
     kube = Kube(api)
     resync = os.environ.get("STREAMFLOW_RESYNC_SECONDS", "300")
-    op = Operator(operator_credentials(KUBECONFIG, api))
-    os.environ["STREAMFLOW_RESYNC_SECONDS"] = resync
+    op = Operator(operator_credentials(KUBECONFIG, api), resync_seconds=float(resync))
     rows: list[tuple[str, str, str]] = []
     cpu_note = ""
     try:

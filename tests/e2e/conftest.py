@@ -81,8 +81,9 @@ def free_port() -> int:
 
 
 class Operator:
-    def __init__(self, kubeconfig: Path) -> None:
+    def __init__(self, kubeconfig: Path, resync_seconds: float = 3600) -> None:
         self.kubeconfig = kubeconfig
+        self.resync_seconds = resync_seconds
         self.process: subprocess.Popen[bytes] | None = None
         self.log = CLUSTER_DIR / "logs" / "operator.log"
         self.metrics_port = free_port()
@@ -117,8 +118,8 @@ class Operator:
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             # The resync is only a safety net: every test must pass without it (children's
-            # watches enqueue their pipeline), so it never fires during the suite.
-            "STREAMFLOW_RESYNC_SECONDS": "3600",
+            # watches enqueue their pipeline), so by default it never fires during the suite.
+            "STREAMFLOW_RESYNC_SECONDS": str(self.resync_seconds),
             # Short, so that the bound on a stuck deletion is tested in seconds.
             "STREAMFLOW_DELETION_TIMEOUT_SECONDS": "20",
             "STREAMFLOW_METRICS_PORT": str(self.metrics_port),
