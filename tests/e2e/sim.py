@@ -183,6 +183,23 @@ def make_ready(kube: Kube, name: str, ns: str, kafka_ns: str) -> dict[str, Any]:
     )
 
 
+def model_config_map(name: str, namespace: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """A model artifact published as `make publish-model` does: key model.json, labelled so that
+    the operator watches it."""
+    import orjson  # noqa: PLC0415
+
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "streamflow"},
+        },
+        "data": {"model.json": orjson.dumps(doc).decode()},
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     """Simulate the children's operators for one FraudPipeline until it is Ready."""
     import argparse  # noqa: PLC0415

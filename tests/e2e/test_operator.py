@@ -24,27 +24,13 @@ from tests.e2e.sim import (
     children_exist,
     condition,
     make_ready,
+    model_config_map,
     now,
     simulate_flink,
 )
 from tests.specs import merge
 
 pytestmark = pytest.mark.e2e
-
-
-def model_config_map(name: str, namespace: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """A model artifact published as users do: a ConfigMap with model.json, labelled so that the
-    operator watches it."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"app.kubernetes.io/part-of": "streamflow"},
-        },
-        "data": {"model.json": orjson.dumps(doc).decode()},
-    }
 
 
 def rules_config_map(kube: Kube, name: str, ns: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from tests.e2e.sim import (
     children_exist,
     condition,
     make_ready,
+    model_config_map,
     simulate_flink,
 )
 
@@ -55,21 +56,6 @@ def rendered(name: str, ns: str, kind: str, kafka_ns: str, airflow_ns: str) -> d
     body = pipeline(name, ns, kafka_ns, airflow_ns)
     text = render_offline(yaml.safe_dump(body))
     return next(d for d in yaml.safe_load_all(text) if d and d["kind"] == kind)
-
-
-def model_config_map(name: str, namespace: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """A model artifact published as the README says: key model.json, labelled so the operator
-    watches it."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"app.kubernetes.io/part-of": "streamflow"},
-        },
-        "data": {"model.json": orjson.dumps(doc).decode()},
-    }
 
 
 def retrained(version: str) -> dict[str, Any]:
