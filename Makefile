@@ -102,7 +102,9 @@ operator: setup  ## run the operator against $$KUBECONFIG (default: the local cl
 MODEL_NAME ?= payments-model-v1
 MODEL_NAMESPACE ?= fraud
 MODEL_FILE ?= jobs/streamflow_jobs/model/default_model.json
-KUBECTL = kubectl --kubeconfig $(or $(KUBECONFIG),$(CURDIR)/.cluster/kubeconfig)
+# kubectl from the machine, else the one e2e/cluster/up.sh built (make cluster).
+KUBECTL = $(or $(shell command -v kubectl),$(or $(STREAMFLOW_CACHE),$(HOME)/.cache/streamflow)/path/kubectl) \
+	--kubeconfig $(or $(KUBECONFIG),$(CURDIR)/.cluster/kubeconfig)
 publish-model:  ## publish a model artifact as the ConfigMap a FraudPipeline references
 	$(KUBECTL) create configmap $(MODEL_NAME) -n $(MODEL_NAMESPACE) \
 		--from-file=model.json=$(MODEL_FILE) --dry-run=client -o yaml | \

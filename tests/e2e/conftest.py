@@ -32,6 +32,15 @@ T = TypeVar("T")
 OUTAGES: list[tuple[str, str]] = []
 
 
+def kubectl() -> str:
+    """kubectl from the machine, else the one e2e/cluster/up.sh built (the cluster fixture ran
+    it)."""
+    import shutil  # noqa: PLC0415
+
+    cache = Path(os.environ.get("STREAMFLOW_CACHE", Path.home() / ".cache/streamflow"))
+    return shutil.which("kubectl") or str(cache / "path" / "kubectl")
+
+
 def wait_for(
     check: Callable[[], T | None], timeout: float = 20.0, what: str = "", interval: float = 0.2
 ) -> T:

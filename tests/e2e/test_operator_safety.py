@@ -16,7 +16,16 @@ import pytest
 
 from streamflow_jobs.model.forest import DEFAULT_MODEL_PATH, payload_checksum
 from streamflow_operator.reconcile import render_offline
-from tests.e2e.conftest import KUBECONFIG, ROOT, SAMPLE, Kube, Operator, pipeline, wait_for
+from tests.e2e.conftest import (
+    KUBECONFIG,
+    ROOT,
+    SAMPLE,
+    Kube,
+    Operator,
+    kubectl,
+    pipeline,
+    wait_for,
+)
 from tests.e2e.sim import (
     FLINK,
     FP,
@@ -469,7 +478,7 @@ def test_the_readme_path_reaches_ready(operator: Operator, kube: Kube) -> None:
         )
         subprocess.run(
             [
-                "kubectl",
+                kubectl(),
                 "--kubeconfig",
                 str(KUBECONFIG),
                 "apply",
@@ -495,7 +504,7 @@ OPENAPI = "/openapi/v3/apis/streamflow.dev/v1alpha1"
 def test_every_field_is_explained(cluster: Any) -> None:
     """What `kubectl explain fraudpipeline.spec` reads: the apiserver's OpenAPI v3."""
     raw = subprocess.run(
-        ["kubectl", "--kubeconfig", str(KUBECONFIG), "get", "--raw", OPENAPI],
+        [kubectl(), "--kubeconfig", str(KUBECONFIG), "get", "--raw", OPENAPI],
         check=True,
         capture_output=True,
     ).stdout
