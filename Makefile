@@ -101,6 +101,21 @@ operator: setup  ## run the operator against $$KUBECONFIG (default: the local cl
 		-m streamflow_operator.handlers --all-namespaces --standalone \
 		--liveness=http://127.0.0.1:8081/healthz
 
+# The sample's model: the shipped artifact as ConfigMap payments-model-v1 in namespace fraud,
+# labelled so that the operator watches it (override MODEL_NAME / MODEL_NAMESPACE / MODEL_FILE).
+.PHONY: publish-model
+MODEL_NAME ?= payments-model-v1
+MODEL_NAMESPACE ?= fraud
+MODEL_FILE ?= jobs/streamflow_jobs/model/default_model.json
+# kubectl from the machine, else the one e2e/cluster/up.sh built (make cluster).
+KUBECTL = $(or $(shell command -v kubectl),$(or $(STREAMFLOW_CACHE),$(HOME)/.cache/streamflow)/path/kubectl) \
+	--kubeconfig $(or $(KUBECONFIG),$(CURDIR)/.cluster/kubeconfig)
+publish-model:  ## publish a model artifact as the ConfigMap a FraudPipeline references
+	$(KUBECTL) create configmap $(MODEL_NAME) -n $(MODEL_NAMESPACE) \
+		--from-file=model.json=$(MODEL_FILE) --dry-run=client -o yaml | \
+		$(KUBECTL) label --local -f - -o yaml app.kubernetes.io/part-of=streamflow | \
+		$(KUBECTL) apply --server-side --field-manager=streamflow-publish-model -f -
+
 build:
 	@mkdir -p build
 

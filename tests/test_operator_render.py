@@ -1,7 +1,9 @@
-"""The operator's pure parts: CRD generation, rendering, status. No cluster."""
+"""The operator's pure parts: CRD generation, rendering, local CEL. No cluster."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -9,15 +11,43 @@ import pytest
 import yaml
 
 from streamflow_operator.crd import CHART_CRD_PATH, CRD_PATH, build_crd, crd_yaml
-from streamflow_operator.reconcile import ModelInfo, Observation, parse_spec, render_offline
-from streamflow_operator.render import Meta, render_all
+from streamflow_operator.reconcile import (
+    SpecError,
+    parse_spec,
+    render_offline,
+    render_with_notes,
+    verify_model,
+)
+from streamflow_operator.render import Meta, PublishedModel, render_all
+from streamflow_operator.render.flink import DSN_ENV, JOBS
+from streamflow_operator.render.kafka import topic_name
 from streamflow_operator.render.model import MAX_MODEL_BYTES
-from streamflow_operator.spec import FraudPipelineSpec
-from streamflow_operator.status import build_status, child_health
+from streamflow_operator.spec import MAX_INLINE_BLACKLIST, FraudPipelineSpec
+from tests.specs import merge
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = yaml.safe_load((ROOT / "config/samples/fraudpipeline.yaml").read_text())
+MODEL = PublishedModel("payments-model-0123456789", "m1", "sha256:0123456789abcdef", b"{}")
+ALL_JOBS = frozenset(JOBS)
+
+
+def meta(**kw: Any) -> Meta:
+    base = Meta("payments", "fraud", uid="u-1", app_secret_uri="postgresql://x", model=MODEL)
+    return replace(base, **kw)
+
+
+def flink(spec_dict: dict[str, Any], m: Meta | None = None) -> dict[str, dict[str, Any]]:
+    children = render_all(parse_spec(spec_dict), m or meta())
+    return {
+        c["metadata"]["name"].removeprefix("payments-"): c
+        for c in children
+        if c["kind"] == "FlinkDeployment"
+    }
+
+
+def with_rules(**rules: Any) -> dict[str, Any]:
+    return {**SAMPLE["spec"], "rules": {**SAMPLE["spec"]["rules"], **rules}}
 
 
 def test_committed_crd_matches_the_models() -> None:
@@ -25,10 +55,27 @@ def test_committed_crd_matches_the_models() -> None:
     assert CHART_CRD_PATH.read_text() == crd_yaml(), "run `streamflow crd` and commit the chart"
 
 
-def test_crd_schema_is_structural() -> None:
+def test_crd_is_deterministic_and_structural() -> None:
+    assert crd_yaml() == crd_yaml()
     text = yaml.safe_dump(build_crd())
     for forbidden in ("$ref", "$defs", "additionalProperties: false", "const:", "type: 'null'"):
         assert forbidden not in text
+
+
+def test_every_spec_field_has_a_description() -> None:
+    """`kubectl explain fraudpipeline.spec` explains every field."""
+    root = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    missing: list[str] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        if not node.get("description"):
+            missing.append(path)
+        for name, child in (node.get("properties") or {}).items():
+            walk(child, f"{path}.{name}")
+
+    walk(root["properties"]["spec"], "spec")
+    walk(root["properties"]["status"], "status")
+    assert missing == []
 
 
 def test_sample_sets_every_spec_field() -> None:
@@ -50,73 +97,226 @@ def test_sample_sets_every_spec_field() -> None:
     assert unset(spec, SAMPLE["spec"], "spec.") == []
 
 
+def test_the_sample_pins_the_model_the_repository_ships() -> None:
+    from streamflow_operator.reconcile import builtin_model  # noqa: PLC0415
+
+    assert SAMPLE["spec"]["model"]["version"] == builtin_model().version
+
+
 def test_render_gives_every_child_in_apply_order() -> None:
-    spec = parse_spec(SAMPLE["spec"])
-    meta = Meta(
-        "payments",
-        "fraud",
-        uid="u-1",
-        app_secret_uri="postgresql://x",
-        model_json=b"{}",
-        model_version="m1",
-    )
-    kinds = [c["kind"] for c in render_all(spec, meta)]
+    kinds = [c["kind"] for c in render_all(parse_spec(SAMPLE["spec"]), meta())]
     assert kinds == [
+        "ConfigMap",
         "ConfigMap",
         "Cluster",
         "Database",
         "Job",
-        "KafkaTopic",
-        "KafkaTopic",
-        "KafkaTopic",
-        "KafkaTopic",
+        *["KafkaTopic"] * 5,
         "Secret",
-        "FlinkDeployment",
-        "FlinkDeployment",
-        "FlinkDeployment",
-    ]  # the model ConfigMap is the user's (configMapName)
+        *["FlinkDeployment"] * 3,
+    ]
+
+
+def test_the_control_topic_is_compacted_and_reaches_the_fraud_detector() -> None:
+    children = render_all(parse_spec(SAMPLE["spec"]), meta())
+    control = next(c for c in children if c["metadata"]["name"].endswith("-control"))
+    assert control["spec"]["topicName"] == topic_name(meta(), "control")
+    assert control["spec"]["config"]["cleanup.policy"] == "compact"
+    assert "retention.ms" not in control["spec"]["config"]
+    args = flink(SAMPLE["spec"])["fraud-detector"]["spec"]["job"]["args"]
+    assert args[args.index("--control-topic") + 1] == "streamflow.fraud.payments.control"
 
 
 @pytest.mark.parametrize(
-    ("ready", "suspend", "state"),
-    [(False, False, "suspended"), (True, False, "running"), (True, True, "suspended")],
+    ("job", "database", "rules", "model", "topics"),
+    [
+        ("transaction-processor", True, False, False, {"transactions", "dead-letter"}),
+        (
+            "fraud-detector",
+            True,
+            True,
+            True,
+            {"transactions", "alerts", "dead-letter", "control"},
+        ),
+        ("realtime-aggregator", False, False, False, {"transactions", "alerts", "metrics"}),
+    ],
 )
-def test_jobs_run_only_when_dependencies_are_ready(ready: bool, suspend: bool, state: str) -> None:
-    spec = parse_spec({**SAMPLE["spec"], "suspend": suspend})
-    children = render_all(spec, Meta("p", "ns", dependencies_ready=ready))
-    assert {c["spec"]["job"]["state"] for c in children if c["kind"] == "FlinkDeployment"} == {
+def test_each_job_carries_only_what_it_uses(
+    job: str, database: bool, rules: bool, model: bool, topics: set[str]
+) -> None:
+    fd = flink(SAMPLE["spec"])[job]
+    args = fd["spec"]["job"]["args"]
+    pod = fd["spec"]["podTemplate"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert (DSN_ENV in env) is database
+    if database:
+        assert env[DSN_ENV]["valueFrom"]["secretKeyRef"] == {
+            "name": "payments-pg-app",
+            "key": "uri",
+        }
+    assert "postgresql://" not in json.dumps(fd)  # the DSN is never in the manifest
+    volumes = {v["name"] for v in pod.get("volumes", [])}
+    assert ("rules" in volumes, "--rules" in args) == (rules, rules)
+    assert ("model" in volumes, "--model" in args) == (model, model)
+    assert {a[2:].removesuffix("-topic") for a in args if a.endswith("-topic")} == topics
+    for name in ("--bootstrap-servers", "--transactions-topic"):  # the jobs' argument names
+        assert name in args
+
+
+@pytest.mark.parametrize(
+    ("change", "upgraded"),
+    [
+        (with_rules(alertThreshold=0.8), {"fraud-detector"}),
+        (with_rules(blacklist={"customers": ["C1"], "stores": []}), {"fraud-detector"}),
+        (
+            {**SAMPLE["spec"], "flink": {**SAMPLE["spec"]["flink"], "image": "x/y:2"}},
+            set(JOBS),
+        ),
+        (SAMPLE["spec"], set()),
+    ],
+    ids=["rules", "blacklist", "image", "nothing"],
+)
+def test_a_change_reaches_only_the_jobs_that_use_it(
+    change: dict[str, Any], upgraded: set[str]
+) -> None:
+    before, after = flink(SAMPLE["spec"]), flink(change)
+    assert {j for j in JOBS if before[j]["spec"] != after[j]["spec"]} == upgraded
+
+
+def test_a_new_model_upgrades_only_the_fraud_detector() -> None:
+    other = replace(MODEL, config_map="payments-model-fedcba9876", version="m2")
+    before, after = flink(SAMPLE["spec"]), flink(SAMPLE["spec"], meta(model=other))
+    assert {j for j in JOBS if before[j]["spec"] != after[j]["spec"]} == {"fraud-detector"}
+    volumes = after["fraud-detector"]["spec"]["podTemplate"]["spec"]["volumes"]
+    assert {"name": "model", "configMap": {"name": "payments-model-fedcba9876"}} in volumes
+
+
+def test_without_a_valid_model_the_fraud_detector_is_held_back() -> None:
+    assert set(flink(SAMPLE["spec"], meta(model=None))) == {
+        "transaction-processor",
+        "realtime-aggregator",
+    }
+
+
+@pytest.mark.parametrize(
+    ("running", "suspend", "state"),
+    [
+        (frozenset(), False, "suspended"),
+        (ALL_JOBS, False, "running"),
+        (ALL_JOBS, True, "suspended"),
+    ],
+)
+def test_jobs_run_only_when_let(running: frozenset[str], suspend: bool, state: str) -> None:
+    spec = {**SAMPLE["spec"], "suspend": suspend}
+    assert {fd["spec"]["job"]["state"] for fd in flink(spec, meta(running=running)).values()} == {
         state
     }
 
 
-def test_rules_change_changes_the_flink_spec_and_nothing_else_does() -> None:
-    def flink(spec_dict: dict[str, Any]) -> list[Any]:
-        children = render_all(parse_spec(spec_dict), Meta("p", "ns"))
-        return [c["spec"] for c in children if c["kind"] == "FlinkDeployment"]
+def test_rules_and_models_are_content_addressed_and_immutable() -> None:
+    def config_maps(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        children = render_all(parse_spec(spec), meta())
+        return {c["metadata"]["name"]: c for c in children if c["kind"] == "ConfigMap"}
 
-    base = flink(SAMPLE["spec"])
-    assert flink(SAMPLE["spec"]) == base  # deterministic: no spurious upgrades
-    changed = {**SAMPLE["spec"], "rules": {**SAMPLE["spec"]["rules"], "alertThreshold": 0.8}}
-    assert flink(changed) != base
+    a, b = config_maps(SAMPLE["spec"]), config_maps(with_rules(alertThreshold=0.8))
+    assert all(c["immutable"] for c in a.values())
+    assert MODEL.config_map in a and MODEL.config_map in b
+    assert len(set(a) ^ set(b)) == 2  # one rules ConfigMap each, under different names
 
 
 def test_names_never_collide_across_namespaces() -> None:
     spec = parse_spec(SAMPLE["spec"])
-    a = {
-        (c["kind"], c["metadata"]["namespace"], c["metadata"]["name"])
-        for c in render_all(spec, Meta("payments", "team-a"))
-    }
-    b = {
-        (c["kind"], c["metadata"]["namespace"], c["metadata"]["name"])
-        for c in render_all(spec, Meta("payments", "team-b"))
-    }
-    assert not a & b
+
+    def keys(ns: str) -> set[tuple[str, str, str]]:
+        return {
+            (c["kind"], c["metadata"]["namespace"], c["metadata"]["name"])
+            for c in render_all(spec, meta(namespace=ns))
+        }
+
+    assert not keys("team-a") & keys("team-b")
 
 
-def test_render_cli_output_is_yaml_without_the_model_payload() -> None:
-    text = render_offline((ROOT / "config/samples/fraudpipeline.yaml").read_text())
-    docs = list(yaml.safe_load_all(text))
-    assert len(docs) == 11 and all("apiVersion" in d for d in docs)
+def test_children_carry_the_ownership_proof() -> None:
+    for child in render_all(parse_spec(SAMPLE["spec"]), meta()):
+        labels = child["metadata"]["labels"]
+        assert labels["streamflow.dev/pipeline-uid"] == "u-1"
+        assert labels["app.kubernetes.io/part-of"] == "streamflow"
+        same_ns = child["metadata"]["namespace"] == "fraud"
+        assert ("ownerReferences" in child["metadata"]) is same_ns
+
+
+def test_render_cli_output_is_yaml_and_says_what_it_leaves_out() -> None:
+    text, notes = render_with_notes((ROOT / "config/samples/fraudpipeline.yaml").read_text())
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    assert len(docs) == 12 and all("apiVersion" in d for d in docs)
+    assert any("Secret airflow/fraud-payments-airflow-conn" in n for n in notes)
+    assert any("payments-model-v1" in n for n in notes)
+
+
+def test_render_with_the_built_in_model_shows_its_size_not_its_bytes() -> None:
+    doc = {**SAMPLE, "spec": {**SAMPLE["spec"], "model": {}}}
+    text = render_offline(yaml.safe_dump(doc))
+    model = next(
+        d
+        for d in yaml.safe_load_all(text)
+        if d and d["metadata"]["name"].startswith("payments-model-")
+    )
+    assert model["data"]["model.json"].startswith("<") and "bytes" in model["data"]["model.json"]
+
+
+CEL_CASES: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "same state dirs",
+        {"flink": {"savepointDir": "s3://streamflow-state/checkpoints"}},
+        'spec.flink: Invalid value: "object": savepointDir must differ from checkpointDir',
+    ),
+    (
+        "reference without name",
+        {"postgres": {"create": False, "clusterName": None}},
+        "clusterName is required when create is false",
+    ),
+    (
+        "model version alone",
+        {"model": {"configMapName": None, "version": "x"}},
+        "version pins a model",
+    ),
+    (
+        "defaults count",  # `create` defaults to true, so no clusterName is fine
+        {"postgres": {"clusterName": None, "create": None}},
+        "",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "message"), CEL_CASES, ids=[c[0] for c in CEL_CASES])
+def test_the_crds_cel_rules_are_evaluated_locally(
+    case: str, change: dict[str, Any], message: str
+) -> None:
+    spec = merge(SAMPLE["spec"], change)
+    if not message:
+        parse_spec(spec)
+        return
+    with pytest.raises(SpecError, match="Invalid value") as raised:
+        parse_spec(spec)
+    assert message in str(raised.value)
+
+
+def test_a_long_name_is_refused_like_the_apiserver_does() -> None:
+    doc = {**SAMPLE, "metadata": {"name": "p" * 37, "namespace": "fraud"}}
+    with pytest.raises(SpecError, match=r"metadata\.name must be at most 36"):
+        render_offline(yaml.safe_dump(doc))
+
+
+def test_the_inline_blacklist_is_bounded() -> None:
+    big = with_rules(blacklist={"customers": [f"C{i}" for i in range(MAX_INLINE_BLACKLIST + 1)]})
+    with pytest.raises(SpecError, match="control topic"):
+        parse_spec(big)
+    crd = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    customers = crd["properties"]["spec"]["properties"]["rules"]["properties"]["blacklist"][
+        "properties"
+    ]["customers"]
+    assert customers["maxItems"] == MAX_INLINE_BLACKLIST and customers["items"]["maxLength"] == 64
 
 
 def test_invalid_spec_is_reported_with_its_path() -> None:
@@ -124,102 +324,6 @@ def test_invalid_spec_is_reported_with_its_path() -> None:
         parse_spec({**SAMPLE["spec"], "flink": {**SAMPLE["spec"]["flink"], "parallelism": 0}})
 
 
-def _obs(children: list[dict[str, Any]], **kw: Any) -> Observation:
-    return Observation(
-        spec=parse_spec(SAMPLE["spec"]),
-        model=kw.pop("model", ModelInfo(b"{}", "m1", "c1")),
-        children=children,
-        **kw,
-    )
-
-
-def _child(kind: str, status: dict[str, Any], spec: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "kind": kind,
-        "metadata": {"name": kind.lower(), "namespace": "ns", "generation": 1},
-        "spec": spec or {},
-        "status": status,
-    }
-
-
-@pytest.mark.parametrize(
-    ("reason", "child", "ready", "failed"),
-    [
-        (
-            "topic ready",
-            _child(
-                "KafkaTopic",
-                {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]},
-            ),
-            True,
-            False,
-        ),
-        (
-            "topic stale generation",
-            _child(
-                "KafkaTopic",
-                {"observedGeneration": 0, "conditions": [{"type": "Ready", "status": "True"}]},
-            ),
-            False,
-            False,
-        ),
-        (
-            "flink running",
-            _child(
-                "FlinkDeployment",
-                {"lifecycleState": "STABLE", "jobStatus": {"state": "RUNNING"}},
-                {"job": {"state": "running"}},
-            ),
-            True,
-            False,
-        ),
-        (
-            "flink upgrading",
-            _child(
-                "FlinkDeployment", {"lifecycleState": "UPGRADING"}, {"job": {"state": "running"}}
-            ),
-            False,
-            False,
-        ),
-        (
-            "flink rolled back",
-            _child(
-                "FlinkDeployment", {"lifecycleState": "ROLLED_BACK"}, {"job": {"state": "running"}}
-            ),
-            False,
-            True,
-        ),
-        (
-            "job failed",
-            _child("Job", {"conditions": [{"type": "Failed", "status": "True"}]}),
-            False,
-            True,
-        ),
-        ("database applied", _child("Database", {"applied": True}), True, False),
-    ],
-)
-def test_child_health(reason: str, child: dict[str, Any], ready: bool, failed: bool) -> None:
-    health = child_health(child)
-    assert (health.ready, health.failed) == (ready, failed), reason
-
-
-def test_status_is_stable_and_reports_transitions_once() -> None:
-    flink = _child(
-        "FlinkDeployment",
-        {"lifecycleState": "FAILED", "error": "boom"},
-        {"job": {"state": "running"}},
-    )
-    first, events = build_status(_obs([flink]), {}, 3, now="t1")
-    assert first["phase"] == "Stalled" and first["observedGeneration"] == 3
-    stalled = next(c for c in first["conditions"] if c["type"] == "Stalled")
-    assert stalled["status"] == "True" and "boom" in stalled["message"]
-    second, events = build_status(_obs([flink]), first, 3, now="t2")
-    assert second == first and events == []  # unchanged: nothing to write, nothing to say
-    assert stalled["lastTransitionTime"] == "t1"
-
-
 def test_model_too_large_is_refused_before_apply() -> None:
-    from streamflow_operator.reconcile import verify_model  # noqa: PLC0415
-
-    info = verify_model(b"x" * (MAX_MODEL_BYTES + 1), "ConfigMap ns/m", None)
-    assert info.error and "limit" in info.error and info.json is None
+    with pytest.raises(ValueError, match="limit"):
+        verify_model(b"x" * (MAX_MODEL_BYTES + 1), "ConfigMap ns/m", None)

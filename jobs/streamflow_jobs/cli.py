@@ -410,15 +410,16 @@ def render(
     pipeline: Annotated[Path, typer.Argument(help="A FraudPipeline YAML (e.g. config/samples/)")],
 ) -> None:
     """Print the children the operator would apply for a FraudPipeline (a dry run)."""
-    from streamflow_operator.reconcile import render_offline  # noqa: PLC0415
+    from streamflow_operator.reconcile import render_with_notes  # noqa: PLC0415
 
     if not pipeline.is_file():
         raise _fail(f"file not found: {pipeline}")
     try:
-        text = render_offline(pipeline.read_text(encoding="utf-8"))
+        text, notes = render_with_notes(pipeline.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     sys.stdout.write(text)
+    sys.stderr.write("".join(f"# {note}\n" for note in notes))
 
 
 @app.command()

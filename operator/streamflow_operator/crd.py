@@ -16,7 +16,11 @@ import yaml
 from streamflow_operator.spec import (
     GROUP,
     KIND,
+    MAX_BLACKLIST_ID_LENGTH,
+    MAX_INLINE_BLACKLIST,
+    MAX_NAME_LENGTH,
     PLURAL,
+    RULES_FIELD_HELP,
     VERSION,
     FraudPipelineSpec,
     FraudPipelineStatus,
@@ -68,13 +72,46 @@ def openapi_schema(model: type[Any]) -> dict[str, Any]:
     return schema
 
 
+def _describe_rules(node: dict[str, Any]) -> None:
+    """RulesConfig is the detector's model: fill in the descriptions it lacks, bound the inline
+    blacklist (what only the resource needs)."""
+    for name, prop in (node.get("properties") or {}).items():
+        if not prop.get("description") and name in RULES_FIELD_HELP:
+            prop["description"] = RULES_FIELD_HELP[name]
+        _describe_rules(prop)
+    blacklist = (node.get("properties") or {}).get("blacklist")
+    if blacklist:
+        for name in ("customers", "stores"):
+            field = blacklist["properties"][name]
+            field["maxItems"] = min(
+                field.get("maxItems", MAX_INLINE_BLACKLIST), MAX_INLINE_BLACKLIST
+            )
+            field["items"] = {**field["items"], "maxLength": MAX_BLACKLIST_ID_LENGTH}
+
+
+def spec_schema() -> dict[str, Any]:
+    """The spec's structural schema, as the CRD carries it."""
+    spec = openapi_schema(FraudPipelineSpec)
+    _describe_rules(spec["properties"]["rules"])
+    return spec
+
+
+# Validated at the root (only metadata.name is visible to CEL there).
+ROOT_VALIDATIONS = [
+    {
+        "rule": f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+        "message": f"metadata.name must be at most {MAX_NAME_LENGTH} characters (children's names "
+        "and Flink's Services are derived from it)",
+    }
+]
+
+
 def _column(name: str, path: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
     return {"name": name, "type": kind, "jsonPath": path, **extra}
 
 
 def build_crd() -> dict[str, Any]:
-    spec = openapi_schema(FraudPipelineSpec)
-    spec["description"] = "The whole fraud-detection platform, declared once."
+    spec = spec_schema()
     status = openapi_schema(FraudPipelineStatus)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -124,6 +161,7 @@ def build_crd() -> dict[str, Any]:
                                 "status": status,
                             },
                             "required": ["spec"],
+                            "x-kubernetes-validations": ROOT_VALIDATIONS,
                         }
                     },
                 }
@@ -140,6 +178,9 @@ def crd_yaml() -> str:
 
 
 def write_crd(path: Path = CRD_PATH) -> Path:
+    """Written under a temporary name, then renamed: never a half-written CRD."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(crd_yaml(), encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(crd_yaml(), encoding="utf-8")
+    tmp.replace(path)
     return path

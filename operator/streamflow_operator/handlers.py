@@ -1,196 +1,207 @@
-"""kopf wiring only: every handler calls reconcile -> status; no logic of its own.
+"""kopf wiring only: watches feed the cache and the work queue; workers run reconcile.py.
 
-One reconcile() serves resume, create, update and a timer, as kopf's own docs recommend for
-level-triggered behaviour: the timer re-observes the children, so drift and children's status
-changes are picked up without watching every child kind. Run with:
+Every watched event of a child (or of an object a pipeline reads: its model ConfigMap, CNPG's app
+secret) enqueues the pipelines it concerns, as controller-runtime's ``Owns()`` does, so a
+child's status change reaches the pipeline's status in well under a second. A slow resync
+(STREAMFLOW_RESYNC_SECONDS, default 300) is only a safety net. kopf's change handlers (and their
+last-handled-configuration annotation) are not used: the queue and the finalizer are ours.
+Run with:
 
-    kopf run -m streamflow_operator.handlers --all-namespaces --liveness=http://0.0.0.0:8081/healthz
+    kopf run -m streamflow_operator.handlers --all-namespaces --standalone \\
+        --liveness=http://0.0.0.0:8081/healthz
 """
 
 from __future__ import annotations
 
-import copy
+import asyncio
+import base64
+import binascii
+import contextlib
 import logging
 import os
-import time
 from typing import Any
 
 import kopf
 
 from streamflow_operator import metrics
-from streamflow_operator.reconcile import Reconciler, SpecError
-from streamflow_operator.render import LABEL_PIPELINE
+from streamflow_operator.children import KINDS, WATCH_SELECTOR, key_of, slim
+from streamflow_operator.kube import ApiError, Kube
+from streamflow_operator.reconcile import Reconciler
+from streamflow_operator.runtime import PipelineKey, WorkQueue, run_workers
 from streamflow_operator.spec import GROUP, PLURAL, VERSION
-from streamflow_operator.status import build_status
 
-RESYNC_SECONDS = float(os.environ.get("STREAMFLOW_RESYNC_SECONDS", "10"))
-RESOURCE = (GROUP, VERSION, PLURAL)
+RESYNC_SECONDS = float(os.environ.get("STREAMFLOW_RESYNC_SECONDS", "300"))
+WORKERS = int(os.environ.get("STREAMFLOW_WORKERS", "16"))
+DELETION_TIMEOUT = float(os.environ.get("STREAMFLOW_DELETION_TIMEOUT_SECONDS", "600"))
+# CloudNativePG labels the app secrets it writes so (pkg/specs/secrets.go); the operator reads
+# their `uri` to build the Airflow connection.
+APP_SECRET_SELECTOR = "cnpg.io/userType=app"
+log = logging.getLogger("streamflow.operator")
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    from kubernetes import client, config  # noqa: PLC0415
+async def configure(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
     from prometheus_client import start_http_server  # noqa: PLC0415
 
-    # kopf's bookkeeping lives in annotations under our prefix, never in status.
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.posting.reporting_component = "streamflow-operator"
     settings.posting.level = logging.WARNING
-    settings.execution.max_workers = int(os.environ.get("STREAMFLOW_WORKERS", "16"))
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    memo.reconciler = Reconciler(client.ApiClient())
+    # kopf's own requests (its watches) keep retrying through an apiserver outage instead of
+    # giving up after ~1 minute; each failure is one log line.
+    settings.networking.error_backoffs = [1, 1, 2, 3, 5] + [5] * 720
+    settings.watching.reconnect_backoff = 1.0
+    for kind in KINDS:
+        if kind.watched:
+            settings.watching.label_selectors[kind.group, kind.plural] = WATCH_SELECTOR
+    settings.watching.label_selectors["", "secrets"] = APP_SECRET_SELECTOR
+    for noisy in ("kopf.objects", "kopf.activities.startup"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kopf's own requests (the watches) report each failed attempt as one log record: count
+    # them with the operator's (an idle operator in an outage fails only there).
+    logging.getLogger("kopf._cogs.clients").addHandler(_CountFailures())
+
+    kube = Kube(lambda: kopf.login_via_client(logger=logger, settings=settings))
+    reconciler = Reconciler(kube, deletion_timeout=DELETION_TIMEOUT)
+    queue = WorkQueue()
+    memo.reconciler, memo.queue = reconciler, queue
+    await _prefill(reconciler)
+
+    async def work(key: PipelineKey) -> None:
+        result = await reconciler.reconcile(key)
+        if result.failed:
+            queue.backoff(key)
+        else:
+            queue.forget(key)
+        if result.requeue_after is not None:
+            queue.add_after(key, result.requeue_after)
+
+    memo.tasks = [
+        asyncio.create_task(run_workers(queue, WORKERS, work), name="streamflow-workers"),
+        asyncio.create_task(_resync(reconciler, queue), name="streamflow-resync"),
+    ]
     port = int(os.environ.get("STREAMFLOW_METRICS_PORT", "8080"))
     if port:
         start_http_server(port)
 
 
-def _reconcile(
-    body: kopf.Body,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    logger: kopf.Logger,
-    indexes: dict[str, Any] | None = None,
-    prune: bool = True,
-) -> None:
-    started = time.perf_counter()
-    old = dict(body.get("status") or {})
-    generation = body["metadata"].get("generation", 0)
-    key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
-    try:
-        observation = memo.reconciler.reconcile(
-            dict(body), prune=prune, cache=_children_cache(body, indexes)
+async def _prefill(reconciler: Reconciler) -> None:
+    """The cache is filled before the first pass (kopf's own listing follows as events). An
+    apiserver that is starting (429, 5xx, unreachable) is waited for, one line per attempt."""
+    delay = 0.5
+    while True:
+        try:
+            for kind in KINDS:
+                if kind.watched:
+                    for obj in await reconciler.kube.list(kind, WATCH_SELECTOR):
+                        reconciler.store.put(slim(obj))
+            for secret in await reconciler.kube.list(_SECRET, APP_SECRET_SELECTOR):
+                _record_app_secret(reconciler, secret)
+            await reconciler.list_secrets()
+            return
+        except ApiError as exc:
+            if not exc.transient:
+                raise
+            log.warning("filling the cache: %s; again in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
+
+
+class _CountFailures(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        metrics.API_ERRORS.labels(reason="watch").inc()
+
+
+async def _resync(reconciler: Reconciler, queue: WorkQueue) -> None:
+    """The safety net, every RESYNC_SECONDS: the listed Secrets refreshed; children deleted
+    while a watch was down (a relist reports no deletion) dropped from the cache, by one
+    metadata-only list per kind; every pipeline passed over again (from the cache: a pass with
+    nothing to do sends nothing)."""
+    while True:
+        await asyncio.sleep(RESYNC_SECONDS)
+        with contextlib.suppress(ApiError):
+            await reconciler.list_secrets()
+            for kind in KINDS:
+                if not kind.watched:
+                    continue
+                version, present = await reconciler.kube.list_metadata(kind, WATCH_SELECTOR)
+                for obj in reconciler.store.missing(kind.kind, present, version):
+                    reconciler.store.remove(key_of(obj))
+        for key in list(reconciler.pipelines):
+            queue.add(key)
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    for task in getattr(memo, "tasks", []):
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(*getattr(memo, "tasks", []), return_exceptions=True)
+    if hasattr(memo, "reconciler"):
+        await memo.reconciler.kube.close()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def pipeline_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    if type == "DELETED":
+        memo.reconciler.pipeline_gone(key)
+        memo.queue.drop(key)
+        return
+    copy = {k: _plain(body.get(k)) for k in ("apiVersion", "kind", "metadata", "spec", "status")}
+    if memo.reconciler.pipeline_changed(copy):
+        memo.queue.add(key)
+
+
+async def child_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    obj = slim(_plain(body))
+    if type == "DELETED":
+        memo.reconciler.store.remove(key_of(obj))
+    elif not memo.reconciler.store.put(obj):
+        return  # the echo of our own write
+    for key in memo.reconciler.affected(obj):
+        memo.queue.add(key)
+
+
+for _kind in KINDS:
+    if _kind.watched:
+        kopf.on.event(_kind.group, _kind.version, _kind.plural, id=f"watch-{_kind.plural}")(
+            child_event
         )
-    except SpecError as exc:
-        metrics.RECONCILIATIONS.labels(result="invalid").inc()
-        metrics.record_phase(key, "Stalled")
-        patch.status.update(_invalid_status(str(exc), generation, old))
-        raise kopf.PermanentError(f"invalid spec: {exc}") from exc
-    status, events = build_status(observation, old, generation)
-    for kind in observation.apply_errors:
-        metrics.ERRORS.labels(kind=kind.split("/", 1)[0]).inc()
-    for event_type, reason, message in events:
-        kopf.event(body, type=event_type, reason=reason, message=message[:1000])
-    if status != old:
-        patch.status.update(status)
-    metrics.record_phase(key, status["phase"])
-    metrics.DURATION.observe(time.perf_counter() - started)
-    transient = {
-        k: v for k, v in observation.apply_errors.items() if k not in observation.permanent_errors
-    }
-    metrics.RECONCILIATIONS.labels(result="retry" if transient else "ok").inc()
-    if transient:
-        raise kopf.TemporaryError(
-            f"{len(transient)} children failed to apply: {next(iter(transient.values()))}", delay=5
-        )
+_SECRET = next(k for k in KINDS if k.kind == "Secret")
 
 
-def _invalid_status(message: str, generation: int, old: dict[str, Any]) -> dict[str, Any]:
-    condition = {
-        "type": "Stalled",
-        "status": "True",
-        "reason": "InvalidSpec",
-        "message": message,
-        "observedGeneration": generation,
-    }
-    ready = {
-        "type": "Ready",
-        "status": "False",
-        "reason": "InvalidSpec",
-        "message": message,
-        "observedGeneration": generation,
-    }
-    return {
-        **old,
-        "observedGeneration": generation,
-        "phase": "Stalled",
-        "conditions": [ready, condition],
-    }
-
-
-# ---- the children cache: kopf indexes fed by watches (an informer cache) --------------------
-# Only the kinds whose status we read, plus ConfigMaps (metadata only: the model is large).
-def _essence(body: kopf.Body, metadata_only: bool = False) -> dict[str, Any]:
-    keep = (
-        ("apiVersion", "kind", "metadata")
-        if metadata_only
-        else ("apiVersion", "kind", "metadata", "spec", "status")
-    )
-    return {k: copy.deepcopy(body[k]) for k in keep if k in body}
-
-
-_CHILD_LABELS = {LABEL_PIPELINE: kopf.PRESENT}
-
-
-def _index_full(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
-    return {labels[LABEL_PIPELINE]: _essence(body)}
-
-
-def _index_metadata(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
-    return {labels[LABEL_PIPELINE]: _essence(body, metadata_only=True)}
-
-
-# index id (the kwarg kopf injects into handlers) -> the watched kind, and whether only its
-# metadata is kept (ConfigMaps: the model is large and has no status to read).
-_INDEXED_KINDS = {
-    "topics_idx": ("kafka.strimzi.io", "v1", "kafkatopics", False),
-    "flink_idx": ("flink.apache.org", "v1beta1", "flinkdeployments", False),
-    "clusters_idx": ("postgresql.cnpg.io", "v1", "clusters", False),
-    "databases_idx": ("postgresql.cnpg.io", "v1", "databases", False),
-    "jobs_idx": ("batch", "v1", "jobs", False),
-    "configmaps_idx": ("", "v1", "configmaps", True),
-}
-for _id, (_group, _version, _plural, _metadata_only) in _INDEXED_KINDS.items():
-    kopf.index(_group, _version, _plural, id=_id, labels=_CHILD_LABELS)(
-        _index_metadata if _metadata_only else _index_full
-    )
-_INDEXES = tuple(_INDEXED_KINDS)
-
-
-def _children_cache(body: kopf.Body, indexes: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not indexes:
-        return None
-    label = f"{body['metadata']['namespace']}.{body['metadata']['name']}"
-    cache = {}
-    for index in indexes.values():
-        for obj in index.get(label, []):
-            md = obj["metadata"]
-            cache[f"{obj['kind']}/{md.get('namespace', '')}/{md['name']}"] = obj
-    return cache
-
-
-@kopf.on.resume(*RESOURCE)
-@kopf.on.create(*RESOURCE, retries=20, backoff=2)
-@kopf.on.update(*RESOURCE, field="spec", retries=20, backoff=2)
-def reconcile(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
-) -> None:
-    # A new pipeline has no leftovers to prune; an update or a restart may.
-    _reconcile(body, patch, memo, logger, prune=kwargs.get("reason") != "create")
-
-
-@kopf.timer(*RESOURCE, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def resync(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
-) -> None:
-    """Re-observe: restores drifted or deleted children and follows their status. Cheap when
-    nothing changed: children are read from the watch-fed cache, not from the apiserver."""
+def _record_app_secret(reconciler: Reconciler, secret: dict[str, Any], gone: bool = False) -> None:
+    md = secret["metadata"]
+    target = (md["namespace"], md["name"])
+    uri = (secret.get("data") or {}).get("uri")
     try:
-        indexes = {name: kwargs[name] for name in _INDEXES if name in kwargs}
-        _reconcile(body, patch, memo, logger, indexes=indexes, prune=False)
-    except (kopf.PermanentError, kopf.TemporaryError) as exc:
-        logger.info("resync: %s", exc)
+        decoded = None if gone or uri is None else base64.b64decode(uri).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        log.warning("Secret %s/%s: key uri is not base64 text; ignored", *target)
+        decoded = None
+    if decoded is None:
+        reconciler.app_secrets.pop(target, None)
+    else:
+        reconciler.app_secrets[target] = decoded
 
 
-@kopf.on.delete(*RESOURCE)
-def delete(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """Children in other namespaces have no ownerReference: delete them before we let go."""
-    deleted = memo.reconciler.delete_cross_namespace(dict(body))
-    metrics.record_phase(f"{body['metadata']['namespace']}/{body['metadata']['name']}", None)
-    if deleted:
-        logger.info("deleted cross-namespace children: %s", ", ".join(deleted))
+@kopf.on.event("", "v1", "secrets", id="watch-app-secrets")
+async def app_secret_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    secret = _plain(body)
+    secret["kind"] = "Secret"
+    _record_app_secret(memo.reconciler, secret, gone=type == "DELETED")
+    for key in memo.reconciler.affected(secret):
+        memo.queue.add(key)
+
+
+def _plain(value: Any) -> Any:
+    """kopf's bodies are live views: keep a plain copy."""
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

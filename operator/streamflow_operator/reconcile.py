@@ -1,358 +1,704 @@
-"""Reconcile one FraudPipeline: observe -> render (pure) -> server-side apply -> read health.
+"""Reconcile one FraudPipeline: observe -> plan (pure, plan.py) -> apply -> status (status.py).
 
-Every pass applies every child with server-side apply under our field manager, so a child edited
-by hand is put back (only the fields we own; labels others added are kept) and a deleted child is
-recreated. Children that carry our pipeline label but are no longer rendered (a disabled job, an
-old migrations Job) are deleted. Nothing here writes the FraudPipeline itself: the result is a
-:class:`Observation` that status.py turns into conditions, and handlers.py patches once.
+A pass reads the children from the watch-fed cache and writes only what differs: a child is
+created (POST: never a takeover, an existing object answers 409) when missing, applied with
+server-side apply when its rendered manifest or its live state moved, and left alone otherwise.
+An object under a child's name that is not proven ours is never written or deleted: the pass
+reports the conflict and goes no further with that child. Pruning and the finalizer's deletion
+touch only objects proven ours, in every namespace, each by its uid.
+
+Inputs are verified before they reach a FlinkDeployment: an invalid spec leaves every child as it
+is; an invalid model keeps the last good one mounted (the Flink Kubernetes Operator's "last good
+spec" behaviour). The pass ends with at most one status write, skipped when nothing changed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import contextlib
 import functools
 import logging
+import time
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
 from streamflow_jobs.model.forest import DEFAULT_MODEL_PATH, ModelArtifactError, verify_artifact
-from streamflow_operator.render import LABEL_PIPELINE, Manifest, Meta, render_all
-from streamflow_operator.render.airflow import airflow_namespace
-from streamflow_operator.render.kafka import kafka_namespace
-from streamflow_operator.render.model import MAX_MODEL_BYTES
-from streamflow_operator.render.postgres import app_secret_name
-from streamflow_operator.spec import FraudPipelineSpec
-
-FIELD_MANAGER = "streamflow-operator"
-_FLINK = ("flink.apache.org/v1beta1", "FlinkDeployment")
-log = logging.getLogger("streamflow.reconcile")
-
-# Kinds we create, by component, for pruning and health reads.
-CHILD_KINDS: tuple[tuple[str, str], ...] = (
-    ("v1", "ConfigMap"),
-    ("v1", "Secret"),
-    ("postgresql.cnpg.io/v1", "Cluster"),
-    ("postgresql.cnpg.io/v1", "Database"),
-    ("batch/v1", "Job"),
-    ("kafka.strimzi.io/v1", "KafkaTopic"),
-    ("flink.apache.org/v1beta1", "FlinkDeployment"),
+from streamflow_operator import cel, metrics
+from streamflow_operator.children import (
+    BY_KIND,
+    FIELD_MANAGER,
+    WATCH_SELECTOR,
+    describe,
+    foreign_message,
+    is_ours,
+    key_of,
+    slim,
 )
+from streamflow_operator.kube import JSON_PATCH, ApiError, Kube
+from streamflow_operator.plan import Applied, decide, fingerprint, job_gates, prunable
+from streamflow_operator.render import (
+    LABEL_PART_OF,
+    PART_OF,
+    Manifest,
+    Meta,
+    PublishedModel,
+    checksum,
+    render_all,
+)
+from streamflow_operator.render.airflow import airflow_namespace, secret_name
+from streamflow_operator.render.flink import JOB_DEFS, build_flink_deployments, deployment_name
+from streamflow_operator.render.model import (
+    ANNOTATION_MODEL,
+    ANNOTATION_MODEL_CHECKSUM,
+    MAX_MODEL_BYTES,
+    MODEL_KEY,
+    model_config_map,
+)
+from streamflow_operator.render.postgres import app_secret_name
+from streamflow_operator.runtime import PipelineKey, Store
+from streamflow_operator.spec import GROUP, PLURAL, VERSION, FraudPipelineSpec
+from streamflow_operator.status import ModelInfo, Observation, build_status, normalized
+
+log = logging.getLogger("streamflow.reconcile")
+FINALIZER = f"{GROUP}/finalizer"
+PIPELINES_PATH = f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}/{{name}}"
 
 
 class SpecError(ValueError):
-    """The spec cannot be rendered (the CRD's schema let it through, the models did not)."""
+    """The spec cannot be used (refused by a CEL rule, or by the models)."""
 
 
-def parse_spec(spec: dict[str, Any]) -> FraudPipelineSpec:
+def parse_spec(spec: dict[str, Any], metadata: dict[str, Any] | None = None) -> FraudPipelineSpec:
+    """What the apiserver would accept (the CRD's CEL rules, evaluated locally) and the
+    fraud-detector can read (the pydantic models), or a SpecError naming every problem."""
+    from streamflow_operator.crd import ROOT_VALIDATIONS  # noqa: PLC0415
+
+    problems = cel.violations(_spec_schema(), spec, "spec")
+    if metadata is not None:
+        root = {"type": "object", "x-kubernetes-validations": ROOT_VALIDATIONS}
+        problems = cel.violations(root, {"metadata": metadata}) + problems
     try:
-        return FraudPipelineSpec.model_validate(spec)
+        parsed = FraudPipelineSpec.model_validate(spec)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise SpecError(problems) from exc
-
-
-@dataclass
-class ModelInfo:
-    json: bytes | None
-    version: str | None
-    checksum: str | None
-    error: str | None = None  # a permanent problem with the model (stalls the pipeline)
+        problems += [
+            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}".replace("spec.: ", "spec: ")
+            for e in exc.errors()
+        ]
+    if problems:
+        raise SpecError("; ".join(problems))
+    return parsed
 
 
 @functools.cache
-def builtin_model() -> ModelInfo:
+def _spec_schema() -> dict[str, Any]:
+    from streamflow_operator.crd import spec_schema  # noqa: PLC0415
+
+    return spec_schema()
+
+
+@dataclass(frozen=True)
+class Verified:
+    raw: bytes
+    version: str
+    checksum: str
+
+
+@functools.cache
+def builtin_model() -> Verified:
     """The model shipped in the package, verified once per process (it cannot change)."""
     raw = DEFAULT_MODEL_PATH.read_bytes()
     artifact = verify_artifact(raw, source="built-in model")
-    return ModelInfo(raw, artifact.model_version, artifact.checksum)
+    return Verified(raw, artifact.model_version, artifact.checksum)
 
 
-def verify_model(raw: bytes | None, source: str, expected_version: str | None) -> ModelInfo:
-    """Check a model artifact: present, under the size limit, checksum and structure valid."""
+def verify_model(raw: bytes | None, source: str, expected_version: str | None) -> Verified:
+    """Check a model artifact: present, under the size limit, checksum and structure valid, the
+    version the spec pins. Raises ValueError with a one-line reason."""
     if raw is None:
-        return ModelInfo(None, None, None, f"{source}: no key model.json")
+        raise ValueError(f"{source}: no key {MODEL_KEY}")
     if len(raw) > MAX_MODEL_BYTES:
-        return ModelInfo(
-            None, None, None, f"{source}: model is {len(raw)} bytes; the limit is {MAX_MODEL_BYTES}"
-        )
+        raise ValueError(f"{source}: model is {len(raw)} bytes; the limit is {MAX_MODEL_BYTES}")
     try:
         artifact = verify_artifact(raw, source=source)
     except ModelArtifactError as exc:
-        return ModelInfo(None, None, None, str(exc))
+        raise ValueError(str(exc)) from None
     if expected_version and artifact.model_version != expected_version:
-        return ModelInfo(
-            None,
-            artifact.model_version,
-            artifact.checksum,
+        raise ValueError(
             f"{source}: model_version is {artifact.model_version}, "
-            f"spec.model.version expects {expected_version}",
+            f"spec.model.version expects {expected_version}"
         )
-    return ModelInfo(raw, artifact.model_version, artifact.checksum)
+    return Verified(raw, artifact.model_version, artifact.checksum)
 
 
 def render_offline(text: str) -> str:
-    """`streamflow render`: the children of a FraudPipeline file, as the first pass applies them."""
+    """The children of a FraudPipeline file, as the first pass applies them (YAML)."""
+    return render_with_notes(text)[0]
+
+
+def render_with_notes(text: str) -> tuple[str, list[str]]:
+    """`streamflow render`: (the children as the first pass applies them, notes on what is left
+    out). Refuses exactly what the apiserver refuses."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ValueError(f"not YAML: {exc}") from exc
+        raise ValueError(f"not YAML: {' '.join(str(exc).split())}") from exc
     if not isinstance(doc, dict) or doc.get("kind") != "FraudPipeline":
         raise ValueError("expected a FraudPipeline resource (kind: FraudPipeline)")
-    spec = parse_spec(doc.get("spec") or {})
     md = doc.get("metadata") or {}
-    model = (
-        builtin_model()
-        if spec.model.config_map_name is None
-        else ModelInfo(None, spec.model.version, None)
-    )
-    meta = Meta(
-        name=md.get("name", "pipeline"),
-        namespace=md.get("namespace", "default"),
-        model_json=model.json,
-        model_version=model.version,
-    )
+    meta = Meta(name=md.get("name", "pipeline"), namespace=md.get("namespace", "default"))
+    spec = parse_spec(doc.get("spec") or {}, {"name": meta.name})
+    notes = [
+        f"left out: Secret {airflow_namespace(spec, meta)}/{secret_name(spec, meta)} "
+        "(the Airflow connection, built in the cluster from CloudNativePG's app secret "
+        f"{app_secret_name(spec, meta)})",
+    ]
+    if spec.model.config_map_name is None:
+        model = builtin_model()
+        published = PublishedModel(
+            model_config_map(meta, model.checksum), model.version, model.checksum, model.raw
+        )
+    else:
+        published = PublishedModel(
+            f"{meta.name}-model-<checksum>", spec.model.version or "<version>", "<checksum>"
+        )
+        notes.append(
+            f"left out: ConfigMap {meta.namespace}/{meta.name}-model-<checksum> (the verified "
+            f"copy of ConfigMap {meta.namespace}/{spec.model.config_map_name}, read in the "
+            "cluster; the fraud-detector mounts it)"
+        )
+    meta = replace(meta, model=published)
     children = render_all(spec, meta)
     for child in children:  # the model payload is long: show its size, not its bytes
         data = child.get("data", {})
-        if child["kind"] == "ConfigMap" and "model.json" in data:
-            data["model.json"] = f"<{len(data['model.json'])} bytes: {model.version}>"
-    return yaml.safe_dump_all(children, sort_keys=False, width=100)
+        if child["kind"] == "ConfigMap" and MODEL_KEY in data:
+            data[MODEL_KEY] = f"<{len(data[MODEL_KEY])} bytes: {published.version}>"
+    text = yaml.safe_dump_all(children, sort_keys=False, width=100)
+    return text, notes
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
-class Observation:
-    """What one pass saw and did: the input of status.py."""
+class Result:
+    """What the worker does next with this pipeline."""
 
-    spec: FraudPipelineSpec
-    model: ModelInfo
-    children: list[Manifest] = field(default_factory=list)  # live objects after apply
-    apply_errors: dict[str, str] = field(default_factory=dict)  # "Kind/ns/name" -> message
-    permanent_errors: dict[str, str] = field(default_factory=dict)
-    dependencies_ready: bool = False
-    waiting_for: list[str] = field(default_factory=list)
+    requeue_after: float | None = None  # wait for something no watch reports
+    failed: bool = False  # transient failure: back off and retry
 
 
-def child_key(obj: Manifest) -> str:
-    md = obj["metadata"]
-    return f"{obj['kind']}/{md.get('namespace', '')}/{md['name']}"
-
-
+@dataclass
 class Reconciler:
-    """Applies and reads children through the Kubernetes dynamic client."""
+    """One pass over one pipeline. Owns the cache (fed by handlers.py), the record of its own
+    writes, and the verified models."""
 
-    def __init__(self, api_client: Any) -> None:
-        from kubernetes.dynamic import DynamicClient  # noqa: PLC0415
+    kube: Kube
+    store: Store = field(default_factory=Store)
+    pipelines: dict[PipelineKey, dict[str, Any]] = field(default_factory=dict)
+    uids: dict[str, PipelineKey] = field(default_factory=dict)
+    app_secrets: dict[tuple[str, str], str] = field(default_factory=dict)  # (ns, name) -> uri
+    applied: dict[str, Applied] = field(default_factory=dict)
+    models: dict[str, Verified] = field(default_factory=dict)  # by checksum, in use
+    verified: dict[tuple[str, str], Verified | str] = field(default_factory=dict)  # (uid, rv)
+    model_refs: dict[tuple[str, str], set[PipelineKey]] = field(default_factory=dict)
+    secret_refs: dict[tuple[str, str], set[PipelineKey]] = field(default_factory=dict)
+    deletion_timeout: float = 600.0
+    specs: dict[tuple[str, int], FraudPipelineSpec | str] = field(default_factory=dict)
+    written: dict[str, set[str]] = field(default_factory=dict)  # pipeline uid -> child keys
+    model_in_use: dict[PipelineKey, str] = field(default_factory=dict)  # -> model checksum
 
-        self.dynamic = DynamicClient(api_client)
-        self._resources: dict[tuple[str, str], Any] = {}
-        # child key -> (checksum of the manifest we applied, resourceVersion it produced)
-        self._applied: dict[str, tuple[str, str | None]] = {}
+    # ---- bookkeeping fed by the watches -------------------------------------------------
+    def pipeline_changed(self, body: dict[str, Any]) -> bool:
+        """Record a pipeline; True when something other than its status changed."""
+        md = body["metadata"]
+        key = (md["namespace"], md["name"])
+        old = self.pipelines.get(key)
+        self.pipelines[key] = body
+        self.uids[md["uid"]] = key
+        spec = body.get("spec") or {}
+        model = (spec.get("model") or {}).get("configMapName")
+        pg = spec.get("postgres") or {}
+        cluster = pg.get("clusterName") or f"{md['name']}-pg"
+        self._refer(self.model_refs, key, (md["namespace"], model) if model else None)
+        self._refer(self.secret_refs, key, (md["namespace"], f"{cluster}-app"))
 
-    def resource(self, api_version: str, kind: str) -> Any:
-        key = (api_version, kind)
-        if key not in self._resources:
-            self._resources[key] = self.dynamic.resources.get(api_version=api_version, kind=kind)
-        return self._resources[key]
-
-    def get(self, api_version: str, kind: str, name: str, namespace: str) -> Manifest | None:
-        from kubernetes.dynamic.exceptions import NotFoundError  # noqa: PLC0415
-
-        try:
-            obj = self.resource(api_version, kind).get(name=name, namespace=namespace)
-        except NotFoundError:
-            return None
-        result: Manifest = obj.to_dict()
-        return result
-
-    def apply(self, manifest: Manifest) -> Manifest:
-        md = manifest["metadata"]
-        obj = self.resource(manifest["apiVersion"], manifest["kind"]).server_side_apply(
-            body=manifest,
-            name=md["name"],
-            namespace=md.get("namespace"),
-            field_manager=FIELD_MANAGER,
-            force_conflicts=True,
-        )
-        result: Manifest = obj.to_dict()
-        return result
-
-    def owned(self, pipeline_label: str, namespaces: set[str]) -> list[Manifest]:
-        """Everything carrying our pipeline label, in the namespaces children may live in."""
-        found = []
-        for api_version, kind in CHILD_KINDS:
-            for ns in sorted(namespaces):
-                try:
-                    items = self.resource(api_version, kind).get(
-                        namespace=ns, label_selector=f"{LABEL_PIPELINE}={pipeline_label}"
-                    )
-                except Exception as exc:
-                    log.debug("cannot list %s in %s: %s", kind, ns, exc)
-                    continue
-                found += [i.to_dict() for i in items.items]
-        return found
-
-    def delete(self, obj: Manifest) -> None:
-        from kubernetes.dynamic.exceptions import NotFoundError  # noqa: PLC0415
-
-        md = obj["metadata"]
-        with contextlib.suppress(NotFoundError):
-            self.resource(obj["apiVersion"], obj["kind"]).delete(
-                name=md["name"],
-                namespace=md.get("namespace"),
-                body={"propagationPolicy": "Background"},
+        def essence(b: dict[str, Any] | None) -> Any:
+            m = (b or {}).get("metadata") or {}
+            return (
+                m.get("generation"),
+                m.get("labels"),
+                m.get("annotations"),
+                m.get("deletionTimestamp"),
+                m.get("finalizers"),
             )
 
-    # ---- one pass --------------------------------------------------------------------------
-    def observe_model(self, spec: FraudPipelineSpec, namespace: str) -> ModelInfo:
-        name = spec.model.config_map_name
-        if name is None:
-            return builtin_model()
-        cm = self.get("v1", "ConfigMap", name, namespace)
-        if cm is None:
-            return ModelInfo(None, None, None, f"ConfigMap {namespace}/{name} not found")
-        data = (cm.get("data") or {}).get("model.json")
-        binary = (cm.get("binaryData") or {}).get("model.json")
-        raw = (
-            data.encode()
-            if data is not None
-            else (base64.b64decode(binary) if binary is not None else None)
-        )
-        return verify_model(raw, f"ConfigMap {namespace}/{name}", spec.model.version)
+        return old is None or essence(old) != essence(body)
 
-    def reconcile(
-        self, body: dict[str, Any], prune: bool = True, cache: dict[str, Manifest] | None = None
-    ) -> Observation:
-        """One pass. ``cache`` holds the live children as the operator's watches see them (kopf
-        indexes, like controller-runtime's informer cache): a child is applied only when it is
-        missing, its rendered manifest changed, or it changed since our last apply (drift, or a
-        status update); otherwise its cached copy is read. Without a cache every child is
-        applied and read back from the apply response. Listing for leftovers to prune
-        (``prune``) is done on spec events, not on every resync."""
-        from streamflow_operator.render.flink import (  # noqa: PLC0415
-            JOBS,
-            build_flink_deployments,
-            deployment_name,
-        )
-        from streamflow_operator.status import dependencies_ready  # noqa: PLC0415
+    @staticmethod
+    def _refer(
+        refs: dict[tuple[str, str], set[PipelineKey]],
+        key: PipelineKey,
+        target: tuple[str, str] | None,
+    ) -> None:
+        for holders in refs.values():
+            holders.discard(key)
+        if target is not None:
+            refs.setdefault(target, set()).add(key)
 
+    def pipeline_gone(self, key: PipelineKey) -> None:
+        body = self.pipelines.pop(key, None)
+        if body is not None:
+            uid = body["metadata"]["uid"]
+            self.uids.pop(uid, None)
+            for k in self.written.pop(uid, set()):
+                self.applied.pop(k, None)
+            for cache_key in [k for k in self.specs if k[0] == uid]:
+                del self.specs[cache_key]
+        self.model_in_use.pop(key, None)
+        in_use = set(self.model_in_use.values())
+        self.models = {c: m for c, m in self.models.items() if c in in_use}
+        self._refer(self.model_refs, key, None)
+        self._refer(self.secret_refs, key, None)
+        metrics.record_phase(f"{key[0]}/{key[1]}", None)
+
+    def affected(self, obj: dict[str, Any]) -> set[PipelineKey]:
+        """The pipelines a child's (or a referenced object's) event concerns."""
+        md = obj.get("metadata") or {}
+        found: set[PipelineKey] = set()
+        owner = (md.get("labels") or {}).get("streamflow.dev/pipeline-uid")
+        if owner and owner in self.uids:
+            found.add(self.uids[owner])
+        target = (md.get("namespace", ""), md.get("name", ""))
+        if obj.get("kind") == "ConfigMap":
+            found |= self.model_refs.get(target, set())
+        if obj.get("kind") == "Secret":
+            found |= self.secret_refs.get(target, set())
+        return found
+
+    # ---- one pass -------------------------------------------------------------------------
+    async def reconcile(self, key: PipelineKey) -> Result:
+        body = self.pipelines.get(key)
+        if body is None:
+            return Result()
+        started = time.perf_counter()
         md = body["metadata"]
-        name, namespace = md["name"], md["namespace"]
-        spec = parse_spec(body.get("spec") or {})
-        model = self.observe_model(spec, namespace)
-        obs = Observation(spec=spec, model=model)
-        secret = self.get("v1", "Secret", app_secret_name(spec, Meta(name, namespace)), namespace)
-        uri = None
-        if secret is not None and "uri" in (secret.get("data") or {}):
-            uri = base64.b64decode(secret["data"]["uri"]).decode()
-        meta = Meta(
-            name=name,
-            namespace=namespace,
-            uid=md.get("uid", ""),
-            app_secret_uri=uri,
-            model_json=model.json,
-            model_version=model.version,
-        )
+        try:
+            if md.get("deletionTimestamp"):
+                result = await self._finalize(body)
+            else:
+                if FINALIZER not in (md.get("finalizers") or []):
+                    await self._set_finalizers(body, [*(md.get("finalizers") or []), FINALIZER])
+                obs = await self._pass(body)
+                result = await self._conclude(body, obs)
+        except ApiError as exc:
+            metrics.RECONCILIATIONS.labels(result="retry").inc()
+            if exc.status:  # an unreachable apiserver is logged once by the client
+                log.warning("%s/%s: %s", key[0], key[1], exc)
+            return Result(failed=True)
+        except Exception as exc:  # a bug: one line (the traceback at debug level), then retry
+            metrics.RECONCILIATIONS.labels(result="error").inc()
+            log.error("%s/%s: pass failed: %s: %s", key[0], key[1], type(exc).__name__, exc)
+            log.debug("pass failed", exc_info=True)
+            return Result(failed=True)
+        metrics.DURATION.observe(time.perf_counter() - started)
+        metrics.RECONCILIATIONS.labels(result="retry" if result.failed else "ok").inc()
+        return result
 
-        # Everything but the Flink jobs first; their health decides whether the jobs may run.
+    def _spec(self, body: dict[str, Any]) -> FraudPipelineSpec | str:
+        md = body["metadata"]
+        cache_key = (md["uid"], int(md.get("generation") or 0))
+        if cache_key not in self.specs:
+            try:
+                self.specs[cache_key] = parse_spec(body.get("spec") or {})
+            except SpecError as exc:
+                self.specs[cache_key] = str(exc)
+            for old in [k for k in self.specs if k[0] == md["uid"] and k != cache_key]:
+                del self.specs[old]
+        return self.specs[cache_key]
+
+    async def _pass(self, body: dict[str, Any]) -> Observation:
+        md = body["metadata"]
+        meta = Meta(md["name"], md["namespace"], md["uid"])
+        spec = self._spec(body)
+        if isinstance(spec, str):  # nothing is applied: the children keep what they run
+            return Observation(spec=None, model=ModelInfo(None), spec_error=spec)
+        model = await self._model(spec, meta)
+        obs = Observation(spec=spec, model=model)
+        uri = self.app_secrets.get((meta.namespace, app_secret_name(spec, meta)))
+        meta = replace(meta, app_secret_uri=uri, model=model.deployed)
+
         planned = [m for m in render_all(spec, meta) if m["kind"] != "FlinkDeployment"]
-        live = {
-            child_key(m): obj for m in planned if (obj := self._apply(m, obs, cache)) is not None
-        }
-        ready, obs.waiting_for = dependencies_ready(planned, live)
-        # Once started, a job keeps running through a transient hiccup of a dependency.
-        started = ready or any(
-            (self._live(_FLINK, deployment_name(meta, job), namespace, cache) or {})
-            .get("spec", {})
-            .get("job", {})
-            .get("state")
-            == "running"
-            for job in JOBS
+        live: dict[str, Manifest] = {}
+        # Children are independent of each other: written concurrently (status sorts them).
+        for obj in await asyncio.gather(*(self._ensure(m, meta, obs) for m in planned)):
+            if obj is not None:
+                live[key_of(obj)] = obj
+        from streamflow_operator.status import child_health  # noqa: PLC0415
+
+        health = {k: child_health(o) for k, o in live.items()}
+        for job in JOB_DEFS:
+            k = f"FlinkDeployment/{meta.namespace}/{deployment_name(meta, job.name)}"
+            if (fd := self.store.get(k)) is not None:
+                live[k] = fd
+        gates = job_gates(
+            spec,
+            meta,
+            live,
+            {k: h.ready for k, h in health.items()},
+            {k: h.message for k, h in health.items()},
         )
-        obs.dependencies_ready = started and model.error is None
-        flink = build_flink_deployments(
-            spec, replace(meta, dependencies_ready=obs.dependencies_ready)
-        )
-        for manifest in flink:
-            self._apply(manifest, obs, cache)
-        if prune:
-            wanted = {child_key(m) for m in planned + flink}
-            for obj in self.owned(meta.pipeline_label, self._namespaces(spec, meta)):
-                if child_key(obj) not in wanted:
-                    log.info("deleting %s: no longer part of the pipeline", child_key(obj))
-                    self.delete(obj)
+        obs.held = {job: waits for job, waits in gates.items() if waits and not spec.suspend}
+        meta = replace(meta, running=frozenset(j for j, w in gates.items() if not w))
+        flink = build_flink_deployments(spec, meta)
+        await asyncio.gather(*(self._ensure(m, meta, obs) for m in flink))
+        await self._prune(spec, meta, planned + flink)
         return obs
 
-    def _live(
-        self,
-        kind: tuple[str, str],
-        name: str,
-        namespace: str,
-        cache: dict[str, Manifest] | None,
-    ) -> Manifest | None:
-        """A child as the watch cache has it, or from the apiserver when there is no cache."""
-        if cache is not None:
-            return cache.get(f"{kind[1]}/{namespace}/{name}")
-        return self.get(*kind, name, namespace)
+    async def _model(self, spec: FraudPipelineSpec, meta: Meta) -> ModelInfo:
+        """The model to mount: the source's if valid, else the last good one (what the live
+        fraud-detector mounts), with the source's error."""
+        name = spec.model.config_map_name
+        error: str | None = None
+        good: Verified | None = None
+        if name is None:
+            good = builtin_model()
+        else:
+            key = f"ConfigMap/{meta.namespace}/{name}"
+            source = f"ConfigMap {meta.namespace}/{name}"
+            cm = self.store.get(key)
+            if cm is None:
+                live = await self.kube.get(BY_KIND["ConfigMap"], meta.namespace, name)
+                error = (
+                    f"{source} not found"
+                    if live is None
+                    else f"{source} is not labelled {LABEL_PART_OF}={PART_OF}: the operator "
+                    "watches only labelled ConfigMaps"
+                )
+            else:
+                cm_md = cm["metadata"]
+                cache_key = (cm_md["uid"], cm_md["resourceVersion"])
+                if cache_key not in self.verified:
+                    full = await self.kube.get(BY_KIND["ConfigMap"], meta.namespace, name)
+                    self.verified = {k: v for k, v in self.verified.items() if k[0] != cm_md["uid"]}
+                    self.verified[cache_key] = self._verify(full, source, spec.model.version)
+                outcome = self.verified[cache_key]
+                good = outcome if isinstance(outcome, Verified) else None
+                error = outcome if isinstance(outcome, str) else None
+        if good is not None:
+            # Verified models are kept (by checksum) while a pipeline uses them.
+            previous = self.model_in_use.get((meta.namespace, meta.name))
+            self.model_in_use[(meta.namespace, meta.name)] = good.checksum
+            self.models[good.checksum] = good
+            if (
+                previous
+                and previous != good.checksum
+                and previous not in set(self.model_in_use.values())
+            ):
+                self.models.pop(previous, None)
+            published = PublishedModel(
+                model_config_map(meta, good.checksum), good.version, good.checksum, good.raw
+            )
+            return ModelInfo(published)
+        return ModelInfo(self._last_good_model(meta), error)
 
-    def _apply(
-        self, manifest: Manifest, obs: Observation, cache: dict[str, Manifest] | None = None
-    ) -> Manifest | None:
-        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
-
-        from streamflow_operator.render import checksum  # noqa: PLC0415
-
-        key = child_key(manifest)
-        rendered = checksum(manifest)
-        cached = cache.get(key) if cache is not None else None
-        if cached is not None and self._applied.get(key) == (
-            rendered,
-            cached["metadata"].get("resourceVersion"),
-        ):
-            obs.children.append(cached)  # unchanged since our apply: nothing to correct
-            return cached
+    @staticmethod
+    def _verify(cm: dict[str, Any] | None, source: str, version: str | None) -> Verified | str:
+        if cm is None:
+            return f"{source} not found"
+        data = (cm.get("data") or {}).get(MODEL_KEY)
+        binary = (cm.get("binaryData") or {}).get(MODEL_KEY)
+        raw = data.encode() if data is not None else (base64.b64decode(binary) if binary else None)
         try:
-            live = self.apply(manifest)
-        except ApiException as exc:
-            message = _api_message(exc)
-            obs.apply_errors[key] = message
-            if exc.status in (400, 404, 422):  # invalid or kind not served: retrying won't help
-                obs.permanent_errors[key] = message
-            log.warning("apply %s failed: %s", key, message)
+            return verify_model(raw, source, version)
+        except ValueError as exc:
+            return str(exc)
+
+    def _last_good_model(self, meta: Meta) -> PublishedModel | None:
+        fd = self.store.get(
+            f"FlinkDeployment/{meta.namespace}/{deployment_name(meta, 'fraud-detector')}"
+        )
+        for name in (fd or {}).get("mountsNow") or []:
+            cm = self.store.get(f"ConfigMap/{meta.namespace}/{name}")
+            annotations = ((cm or {}).get("metadata") or {}).get("annotations") or {}
+            if cm is not None and ANNOTATION_MODEL_CHECKSUM in annotations:
+                checksum_ = annotations[ANNOTATION_MODEL_CHECKSUM]
+                known = self.models.get(checksum_)
+                return PublishedModel(
+                    name,
+                    annotations.get(ANNOTATION_MODEL, ""),
+                    checksum_,
+                    known.raw if known else None,
+                )
+        return None
+
+    async def _ensure(self, manifest: Manifest, meta: Meta, obs: Observation) -> Manifest | None:
+        """Create, apply or keep one child; None when it is not (or not yet) there."""
+        key = key_of(manifest)
+        kind = BY_KIND[manifest["kind"]]
+        live = self.store.get(key)
+        decision = decide(manifest, live, self.applied.get(key), meta)
+        if decision.action == "keep":
+            obs.children.append(live or manifest)
+            return live
+        if decision.action == "conflict":
+            obs.conflicts[key] = foreign_message(key, live)
             return None
-        self._applied[key] = (rendered, live["metadata"].get("resourceVersion"))
-        obs.children.append(live)
-        return live
-
-    def _namespaces(self, spec: FraudPipelineSpec, meta: Meta) -> set[str]:
-        return {meta.namespace, kafka_namespace(spec, meta), airflow_namespace(spec, meta)}
-
-    def delete_cross_namespace(self, body: dict[str, Any]) -> list[str]:
-        """The finalizer's work: children outside the pipeline's namespace (no ownerReference)."""
-        md = body["metadata"]
-        meta = Meta(md["name"], md["namespace"])
+        if decision.action == "wait":
+            obs.children.append(live or manifest)
+            return live
         try:
-            spec = parse_spec(body.get("spec") or {})
-            namespaces = self._namespaces(spec, meta)
-        except SpecError:
-            namespaces = {meta.namespace}
-        deleted = []
-        for obj in self.owned(meta.pipeline_label, namespaces):
-            if obj["metadata"].get("namespace") != meta.namespace:
-                self.delete(obj)
-                deleted.append(child_key(obj))
-        return deleted
+            if decision.action == "create":
+                try:
+                    result = await self.kube.create(kind, manifest)
+                except ApiError as exc:
+                    if exc.status != 409:
+                        raise
+                    # Not in our cache: someone else's, or ours not seen yet (a restart).
+                    existing = await self.kube.get(
+                        kind, manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+                    )
+                    if existing is None or not is_ours(existing, meta.uid, meta.namespace):
+                        obs.conflicts[key] = foreign_message(key, existing)
+                        return None
+                    self.store.put(slim(existing))
+                    result = await self._apply(kind, manifest, slim(existing))
+            else:
+                result = await self._apply(kind, manifest, live or {})
+        except ApiError as exc:
+            metrics.ERRORS.labels(kind=kind.kind).inc()
+            if exc.status in (400, 404, 422):  # invalid, or the kind is not served
+                obs.rejected[key] = exc.message
+            else:
+                obs.apply_errors[key] = str(exc)
+            if exc.status:
+                log.warning("%s: %s", describe(key), exc)
+            return None
+        obj = slim(result)
+        self.store.put(obj)
+        self.applied[key] = Applied(checksum(manifest), fingerprint(obj, manifest))
+        self.written.setdefault(meta.uid, set()).add(key)
+        if decision.repair:
+            obs.repaired.append(key)
+        obs.children.append(obj)
+        return obj
+
+    async def _apply(self, kind: Any, manifest: Manifest, live: Manifest) -> dict[str, Any]:
+        if live.get("updateManaged"):
+            await self._upgrade_managed_fields(kind, manifest)
+        return await self.kube.apply(kind, manifest)
+
+    async def _upgrade_managed_fields(self, kind: Any, manifest: Manifest) -> None:
+        """A child we created with POST has its fields owned by our manager as an *Update*;
+        server-side apply would then never remove a field we stop setting. Move them to our
+        Apply entry, as client-go's csaupgrade (kubectl) does, guarded by resourceVersion."""
+        md = manifest["metadata"]
+        full = await self.kube.get(kind, md["namespace"], md["name"])
+        if full is None:
+            return
+        entries = full["metadata"].get("managedFields") or []
+        ours = [
+            e for e in entries if e.get("manager") == FIELD_MANAGER and not e.get("subresource")
+        ]
+        if not any(e.get("operation") == "Update" for e in ours):
+            return
+        fields: dict[str, Any] = {}
+        for e in ours:
+            fields = _merge_fields(fields, e.get("fieldsV1") or {})
+        merged = {
+            "manager": FIELD_MANAGER,
+            "operation": "Apply",
+            "apiVersion": ours[0].get("apiVersion", kind.api_version),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": fields,
+            "time": max(e.get("time", "") for e in ours) or None,
+        }
+        rest = [e for e in entries if e not in ours]
+        await self.kube.patch(
+            kind.path(md["namespace"], md["name"]),
+            [
+                {
+                    "op": "test",
+                    "path": "/metadata/resourceVersion",
+                    "value": full["metadata"]["resourceVersion"],
+                },
+                {"op": "replace", "path": "/metadata/managedFields", "value": [*rest, merged]},
+            ],
+            content_type=JSON_PATCH,
+            kind=kind.kind,
+        )
+
+    async def _prune(self, spec: FraudPipelineSpec, meta: Meta, wanted: list[Manifest]) -> None:
+        spared: set[str] = set()
+        for obj in self.store.owned(meta.uid):
+            if obj["kind"] == "FlinkDeployment":
+                spared |= set(obj.get("mounts") or [])
+        for obj in prunable(self.store.owned(meta.uid), {key_of(m) for m in wanted}, meta, spared):
+            md = obj["metadata"]
+            log.info("deleting %s: no longer part of the pipeline", describe(key_of(obj)))
+            await self.kube.delete(BY_KIND[obj["kind"]], md["namespace"], md["name"], md["uid"])
+            self.store.remove(key_of(obj))
+            self.applied.pop(key_of(obj), None)
+
+    # ---- status, events, finalizer --------------------------------------------------------
+    async def _conclude(self, body: dict[str, Any], obs: Observation) -> Result:
+        md = body["metadata"]
+        old = body.get("status") or {}
+        status, events = build_status(obs, old, int(md.get("generation") or 0))
+        if status != normalized(old):
+            await self.kube.patch(
+                PIPELINES_PATH.format(ns=md["namespace"], name=md["name"]) + "/status",
+                [{"op": "add", "path": "/status", "value": status}],
+                content_type=JSON_PATCH,
+                kind="FraudPipeline",
+            )
+            body["status"] = status  # our cache of the pipeline, until the watch echoes it
+        for event_type, reason, message in events:
+            await self.post_event(body, event_type, reason, message)
+        metrics.record_phase(f"{md['namespace']}/{md['name']}", status.get("phase"))
+        if obs.apply_errors:
+            return Result(failed=True)
+        if obs.conflicts or obs.model.error:  # objects no watch of ours reports
+            return Result(requeue_after=30.0)
+        return Result()
+
+    async def post_event(
+        self, body: dict[str, Any], event_type: str, reason: str, message: str
+    ) -> None:
+        md = body["metadata"]
+        now = _now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{md['name']}.", "namespace": md["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "FraudPipeline",
+                "name": md["name"],
+                "namespace": md["namespace"],
+                "uid": md["uid"],
+                "resourceVersion": md.get("resourceVersion"),
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": _instance(),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.kube.request(
+                "POST", f"/api/v1/namespaces/{md['namespace']}/events", body=event, kind="Event"
+            )
+        except ApiError as exc:  # an event is best effort: the status says it too
+            log.warning(
+                "event %s for %s/%s not posted: %s", reason, md["namespace"], md["name"], exc
+            )
+            return
+        metrics.EVENTS.labels(type=event_type, reason=reason).inc()
+
+    async def _set_finalizers(self, body: dict[str, Any], finalizers: list[str]) -> None:
+        md = body["metadata"]
+        result = await self.kube.patch(
+            PIPELINES_PATH.format(ns=md["namespace"], name=md["name"]),
+            {"metadata": {"finalizers": finalizers, "resourceVersion": md["resourceVersion"]}},
+            kind="FraudPipeline",
+        )
+        body["metadata"] = {
+            **md,
+            **{k: result["metadata"].get(k) for k in ("finalizers", "resourceVersion")},
+        }
+
+    async def _finalize(self, body: dict[str, Any]) -> Result:
+        """Delete every child proven ours (each by uid), wait for them to go, then release the
+        pipeline; a child held by someone else's finalizer is reported, up to a bound."""
+        md = body["metadata"]
+        if FINALIZER not in (md.get("finalizers") or []):
+            return Result()
+        meta = Meta(md["name"], md["namespace"], md["uid"])
+        secrets = await self.kube.list(
+            BY_KIND["Secret"], f"{WATCH_SELECTOR},streamflow.dev/pipeline-uid={md['uid']}"
+        )
+        for s in secrets:
+            self.store.put(slim(s))
+        remaining: list[Manifest] = []
+        for child in self.store.owned(meta.uid):
+            obj = child
+            if not is_ours(obj, meta.uid, meta.namespace):
+                continue
+            omd = obj["metadata"]
+            if not omd.get("deletionTimestamp"):
+                result = await self.kube.delete(
+                    BY_KIND[obj["kind"]], omd["namespace"], omd["name"], omd["uid"]
+                )
+                rmd = (result or {}).get("metadata") or {} if isinstance(result, dict) else {}
+                if not (rmd.get("deletionTimestamp") and rmd.get("finalizers")):
+                    self.store.remove(key_of(obj))  # gone at once: nothing holds it
+                    continue
+                obj = slim({**result, "kind": obj["kind"], "apiVersion": obj["apiVersion"]})
+                self.store.put(obj)
+            remaining.append(obj)
+        if not remaining:
+            await self._set_finalizers(body, [f for f in md["finalizers"] if f != FINALIZER])
+            return Result()
+        waiting = [
+            f"{describe(key_of(o))} (finalizers: "
+            f"{', '.join(o['metadata'].get('finalizers') or []) or 'none'})"
+            for o in remaining
+        ]
+        started = datetime.fromisoformat(md["deletionTimestamp"].replace("Z", "+00:00"))
+        waited = (_now() - started).total_seconds()
+        obs = Observation(spec=None, model=ModelInfo(None), deleting=waiting)
+        spec = self._spec(body)
+        if not isinstance(spec, str):
+            obs.spec = spec
+        if waited >= self.deletion_timeout:
+            obs.left_behind = [key_of(o) for o in remaining]
+            log.warning(
+                "%s/%s: deletion bound (%.0fs) passed; leaving %s",
+                md["namespace"],
+                md["name"],
+                self.deletion_timeout,
+                ", ".join(waiting),
+            )
+            for key in obs.left_behind:
+                await self.post_event(
+                    body,
+                    "Warning",
+                    "LeftBehind",
+                    f"{describe(key)} was still being deleted when the deletion bound "
+                    f"({self.deletion_timeout:.0f}s) passed",
+                )
+            await self._set_finalizers(body, [f for f in md["finalizers"] if f != FINALIZER])
+            return Result()
+        if obs.spec is not None:
+            await self._conclude(body, obs)
+        return Result(requeue_after=min(5.0, self.deletion_timeout - waited + 0.5))
+
+    # ---- safety net -----------------------------------------------------------------------
+    async def list_secrets(self) -> None:
+        """Our Airflow connection Secrets are not watched (kopf's Secret stream carries CNPG's
+        app secrets): one cluster-wide list per resync round refreshes them."""
+        secrets = await self.kube.list(BY_KIND["Secret"], WATCH_SELECTOR)
+        self.store.replace_kind("Secret", (slim(s) for s in secrets))
 
 
-def _api_message(exc: Any) -> str:
-    try:
-        import json  # noqa: PLC0415
+def _merge_fields(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge_fields(out[k], v) if isinstance(out.get(k), dict) else v
+    return out
 
-        return str(json.loads(exc.body).get("message") or exc.reason)
-    except (ValueError, TypeError, AttributeError):
-        return f"{exc.status} {exc.reason}"
+
+@functools.cache
+def _instance() -> str:
+    import socket  # noqa: PLC0415
+
+    return socket.gethostname()

@@ -1,11 +1,19 @@
 """Stand-ins for Strimzi, the Flink operator and CloudNativePG: they write children's statuses
-the way those operators do, so the FraudPipeline's own status logic runs for real."""
+the way those operators do, so the FraudPipeline's own status logic runs for real.
+
+Also a command (the README's way to see a pipeline become Ready on the local control plane):
+
+    uv run python -m tests.e2e.sim payments --namespace fraud --kafka-namespace kafka
+"""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
+
+from kubernetes.dynamic.exceptions import ConflictError
 
 from tests.e2e.conftest import Kube, wait_for
 
@@ -37,9 +45,13 @@ def children_exist(kube: Kube, name: str, ns: str, kafka_ns: str) -> bool:
         and kube.get(*CLUSTER, f"{name}-pg", ns) is not None
         and kube.get(*DATABASE, f"{name}-db", ns) is not None
         and any(j["metadata"]["name"].startswith(f"{name}-migrate-") for j in kube.list(*JOB, ns))
-        and kube.get("v1", "ConfigMap", f"{name}-rules", ns) is not None
-        and kube.get("v1", "ConfigMap", f"{name}-model", ns) is not None
+        and _config_map_exists(kube, ns, f"{name}-rules")
     )
+
+
+def _config_map_exists(kube: Kube, ns: str, prefix: str) -> bool:
+    """The rules ConfigMap carries a content hash in its name."""
+    return any(c["metadata"]["name"].startswith(prefix) for c in kube.list("v1", "ConfigMap", ns))
 
 
 def simulate_dependencies(kube: Kube, name: str, ns: str, kafka_ns: str) -> None:
@@ -63,18 +75,26 @@ def simulate_dependencies(kube: Kube, name: str, ns: str, kafka_ns: str) -> None
         },
     )
     kube.patch_status(*DATABASE, f"{name}-db", ns, {"applied": True})
-    kube.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": f"{name}-pg-app", "namespace": ns},
-            "data": {
-                "uri": base64.b64encode(
-                    f"postgresql://streamflow:s3cret@{name}-pg-rw.{ns}:5432/streamflow".encode()
-                ).decode()
-            },
-        }
-    )
+    uri = f"postgresql://streamflow:s3cret@{name}-pg-rw.{ns}:5432/streamflow"
+    with contextlib.suppress(ConflictError):  # the command may run twice
+        kube.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                # As CloudNativePG writes it (pkg/specs/secrets.go): these labels, key uri.
+                "metadata": {
+                    "name": f"{name}-pg-app",
+                    "namespace": ns,
+                    "labels": {"cnpg.io/userType": "app", "cnpg.io/reload": "true"},
+                },
+                "type": "kubernetes.io/basic-auth",
+                "data": {
+                    "username": base64.b64encode(b"streamflow").decode(),
+                    "password": base64.b64encode(b"s3cret").decode(),
+                    "uri": base64.b64encode(uri.encode()).decode(),
+                },
+            }
+        )
     job = next(j for j in kube.list(*JOB, ns) if j["metadata"]["name"].startswith(f"{name}-"))
     wait_for(
         lambda: (
@@ -101,24 +121,37 @@ def simulate_dependencies(kube: Kube, name: str, ns: str, kafka_ns: str) -> None
             ],
         },
     )
-    for topic in TOPICS:
+    for topic in kube.list(*TOPIC, kafka_ns):
+        if not topic["metadata"]["name"].startswith(f"{ns}-{name}-"):
+            continue
         kube.patch_status(
             *TOPIC,
-            f"{ns}-{name}-{topic}",
+            topic["metadata"]["name"],
             kafka_ns,
             {
-                "observedGeneration": 1,
-                "topicName": topic,
+                "observedGeneration": topic["metadata"]["generation"],
+                "topicName": topic["spec"]["topicName"],
                 "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": t}],
             },
         )
 
 
 def simulate_flink(
-    kube: Kube, name: str, ns: str, state: str = "STABLE", savepoint: str | None = None
+    kube: Kube,
+    name: str,
+    ns: str,
+    state: str = "STABLE",
+    savepoint: str | None = None,
+    jobs: tuple[str, ...] = JOBS,
 ) -> None:
-    for job in JOBS:
+    """Write each FlinkDeployment's status as the Flink operator does once it has acted on the
+    deployment's current spec (``observedGeneration`` = ``metadata.generation``)."""
+    for job in jobs:
+        live = kube.get(*FLINK, f"{name}-{job}", ns)
+        if live is None:
+            continue
         status: dict[str, Any] = {
+            "observedGeneration": live["metadata"]["generation"],
             "lifecycleState": state,
             "jobStatus": {"state": "RUNNING" if state == "STABLE" else "RECONCILING"},
             "reconciliationStatus": {"state": "DEPLOYED" if state == "STABLE" else "UPGRADING"},
@@ -148,3 +181,41 @@ def make_ready(kube: Kube, name: str, ns: str, kafka_ns: str) -> dict[str, Any]:
         ),
         what="Ready=True",
     )
+
+
+def model_config_map(name: str, namespace: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """A model artifact published as `make publish-model` does: key model.json, labelled so that
+    the operator watches it."""
+    import orjson  # noqa: PLC0415
+
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "streamflow"},
+        },
+        "data": {"model.json": orjson.dumps(doc).decode()},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Simulate the children's operators for one FraudPipeline until it is Ready."""
+    import argparse  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    from kubernetes import client, config  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="python -m tests.e2e.sim", description=main.__doc__)
+    parser.add_argument("name", help="the FraudPipeline's name")
+    parser.add_argument("--namespace", "-n", required=True)
+    parser.add_argument("--kafka-namespace", required=True)
+    args = parser.parse_args(argv)
+    config.load_kube_config(os.environ.get("KUBECONFIG"))
+    fp = make_ready(Kube(client.ApiClient()), args.name, args.namespace, args.kafka_namespace)
+    print(f"{args.namespace}/{args.name}: {condition(fp, 'Ready').get('message')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -93,11 +93,12 @@ ALLOWED = [
     ("create", "kafka.strimzi.io", "kafkatopics", ""),
     ("delete", "postgresql.cnpg.io", "databases", ""),
     ("get", "", "secrets", ""),
+    ("watch", "", "secrets", ""),  # CNPG's app secrets, by label
+    ("create", "", "events", ""),
 ]
 DENIED = [
     ("create", "", "pods", ""),
     ("get", "", "nodes", ""),
-    ("watch", "", "secrets", ""),
     ("delete", "", "namespaces", ""),
     ("create", "rbac.authorization.k8s.io", "clusterroles", ""),
     ("update", "apiextensions.k8s.io", "customresourcedefinitions", ""),
@@ -130,3 +131,23 @@ def test_the_operator_account_is_least_privilege(
         }
     )
     assert review.status.allowed is allowed, (verb, group, resource, subresource)
+
+
+def _kind_verbs() -> list[tuple[str, str, str]]:
+    from streamflow_operator.children import KINDS  # noqa: PLC0415
+
+    out = []
+    for kind in KINDS:
+        for verb in ("get", "list", "watch", "create", "patch", "delete"):
+            out.append((verb, kind.group, kind.plural))
+    return out
+
+
+@pytest.mark.parametrize(("verb", "group", "resource"), _kind_verbs())
+def test_the_role_covers_every_child_kind_in_the_registry(
+    operator_kubeconfig: Path, verb: str, group: str, resource: str
+) -> None:
+    """children.KINDS is the one list of kinds: the chart's ClusterRole must follow it."""
+    test_the_operator_account_is_least_privilege(
+        operator_kubeconfig, verb, group, resource, "", True
+    )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
-import copy
 from typing import Any
 
 import orjson
 import pytest
+import yaml
 
 from streamflow_jobs.model.forest import DEFAULT_MODEL_PATH, payload_checksum
+from streamflow_operator.reconcile import render_offline
 from tests.e2e.conftest import Kube, Operator, pipeline, wait_for
 from tests.e2e.sim import (
     CLUSTER,
@@ -23,21 +24,22 @@ from tests.e2e.sim import (
     children_exist,
     condition,
     make_ready,
+    model_config_map,
     now,
     simulate_flink,
 )
+from tests.specs import merge
 
 pytestmark = pytest.mark.e2e
 
 
-def model_config_map(name: str, namespace: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """A model artifact published as users do: a ConfigMap with model.json."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": namespace},
-        "data": {"model.json": orjson.dumps(doc).decode()},
-    }
+def rules_config_map(kube: Kube, name: str, ns: str) -> dict[str, Any]:
+    (rules,) = [
+        c
+        for c in kube.list("v1", "ConfigMap", ns)
+        if c["metadata"]["name"].startswith(f"{name}-rules-")
+    ]
+    return rules
 
 
 def test_create_renders_every_child(
@@ -96,7 +98,7 @@ def test_children_statuses_make_it_ready_and_airflow_connection_appears(
     kube.create(pipeline("ready", ns, kafka_ns, airflow_ns))
     fp = make_ready(kube, "ready", ns, kafka_ns)
     status = fp["status"]
-    assert status["phase"] == "Ready" and status["topicsReady"] == "4/4"
+    assert status["phase"] == "Ready" and status["topicsReady"] == "5/5"
     assert status["jobsRunning"] == "3/3"
     assert condition(fp, "Stalled")["status"] == "False"
     for component in (
@@ -168,8 +170,8 @@ def test_rules_and_model_changes_become_savepoint_upgrades(
         ),
         what="rules checksum in the spec",
     )
-    rules = kube.get("v1", "ConfigMap", "upgrade-rules", ns)
-    assert rules is not None and "max_count: 8" in rules["data"]["rules.yaml"]
+    rules = rules_config_map(kube, "upgrade", ns)
+    assert "max_count: 8" in rules["data"]["rules.yaml"]
     # The Flink operator now upgrades: stop with savepoint, redeploy from it.
     simulate_flink(kube, "upgrade", ns, state="UPGRADING")
     wait_for(
@@ -201,7 +203,10 @@ def test_rules_and_model_changes_become_savepoint_upgrades(
     )
     flink = kube.get(*FLINK, "upgrade-fraud-detector", ns) or {}
     volumes = {v["name"]: v for v in flink["spec"]["podTemplate"]["spec"]["volumes"]}
-    assert volumes["model"]["configMap"]["name"] == "model-v2"
+    published = volumes["model"]["configMap"]["name"]  # our verified copy, by checksum
+    assert published == f"upgrade-model-{doc['checksum'].split(':')[1][:10]}"
+    copy_ = kube.get("v1", "ConfigMap", published, ns) or {}
+    assert copy_["data"]["model.json"] == orjson.dumps(doc).decode()
     wait_for(
         lambda: (
             (kube.get(*FP, "upgrade", ns) or {}).get("status", {}).get("modelVersion")
@@ -246,7 +251,8 @@ def test_drift_is_corrected(
         ns,
         {"spec": {"job": {"parallelism": 99}}, "metadata": {"labels": {"team": "x"}}},
     )
-    kube.delete("v1", "ConfigMap", "drift-rules", ns)
+    rules = rules_config_map(kube, "drift", ns)
+    kube.delete("v1", "ConfigMap", rules["metadata"]["name"], ns)
     wait_for(lambda: kube.get(*TOPIC, f"{ns}-drift-metrics", kafka_ns), what="topic restored")
     wait_for(
         lambda: (
@@ -254,7 +260,9 @@ def test_drift_is_corrected(
         ),
         what="parallelism restored",
     )
-    wait_for(lambda: kube.get("v1", "ConfigMap", "drift-rules", ns), what="rules restored")
+    wait_for(
+        lambda: kube.get("v1", "ConfigMap", rules["metadata"]["name"], ns), what="rules restored"
+    )
     flink = kube.get(*FLINK, "drift-fraud-detector", ns) or {}
     assert flink["metadata"]["labels"]["team"] == "x"  # others' labels are kept
 
@@ -278,7 +286,11 @@ def test_deleting_the_pipeline_deletes_every_child(
         lambda: (
             not any(kube.get(*FLINK, f"gone-{j}", ns) for j in JOBS)
             and kube.get(*CLUSTER, "gone-pg", ns) is None
-            and kube.get("v1", "ConfigMap", "gone-rules", ns) is None
+            and not [
+                c
+                for c in kube.list("v1", "ConfigMap", ns)
+                if c["metadata"]["name"].startswith("gone-")
+            ]
         ),
         what="same-namespace children garbage-collected",
     )
@@ -319,7 +331,7 @@ def test_operator_killed_mid_reconcile_converges_without_duplicates(
         )
     flinks = kube.list(*FLINK, ns)
     assert len(flinks) == 30 and len({f["metadata"]["name"] for f in flinks}) == 30
-    assert len(kube.list(*TOPIC, kafka_ns)) == 40
+    assert len(kube.list(*TOPIC, kafka_ns)) == 50
     assert len(kube.list(*JOB, ns)) == 10
 
 
@@ -337,7 +349,7 @@ def test_fifty_pipelines_at_once(
         timeout=120,
         what="50 statuses",
     )
-    assert len(kube.list(*TOPIC, kafka_ns)) == 200
+    assert len(kube.list(*TOPIC, kafka_ns)) == 250
 
 
 INVALID: list[tuple[str, dict[str, Any], str]] = [
@@ -391,6 +403,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "version pins a model from configMapName",
     ),
     ("connection id", {"airflow": {"connectionId": "bad id!"}}, "spec.airflow.connectionId"),
+    ("image reference", {"flink": {"image": "Not An Image!"}}, "spec.flink.image"),
     (
         "fraud detector parallelism",
         {"flink": {"parallelism": 1, "jobs": {"fraudDetector": {"parallelism": 500}}}},
@@ -399,31 +412,26 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-def _merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in change.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 @pytest.mark.parametrize(("case", "change", "field"), INVALID, ids=[c[0] for c in INVALID])
-def test_invalid_specs_are_rejected_by_the_apiserver(
+def test_invalid_specs_are_rejected_by_the_apiserver_and_by_render(
     cluster: Any, kube: Kube, case: str, change: dict[str, Any], field: str
 ) -> None:
     from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
 
     body = pipeline("invalid", "default", "kafka", "airflow")
-    body["spec"] = _merge(body["spec"], change)
+    body["spec"] = merge(body["spec"], change)
     with pytest.raises(ApiException) as raised:
         kube.res(*FP).create(body=body, namespace="default", dry_run="All")
     message = orjson.loads(raised.value.body)["message"]
     assert raised.value.status == 422, message
     assert field in message, message
+    # `streamflow render` refuses it too: a CEL rule in the same words, a bound on the same field.
+    with pytest.raises(ValueError, match=r".") as refused:
+        render_offline(yaml.safe_dump(body))
+    for problem in str(refused.value).split("; "):
+        where, _, what = problem.partition(": ")
+        cel_message = what.partition('Invalid value: "object": ')[2]
+        assert (cel_message or where) in message, (problem, message)
 
 
 def test_metrics_and_liveness_are_served(
@@ -434,9 +442,13 @@ def test_metrics_and_liveness_are_served(
     ns, kafka_ns, airflow_ns = namespaces
     kube.create(pipeline("metered", ns, kafka_ns, airflow_ns))
     wait_for(lambda: children_exist(kube, "metered", ns, kafka_ns), what="children")
-    with urllib.request.urlopen("http://127.0.0.1:18081/healthz", timeout=5) as live:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{operator.health_port}/healthz", timeout=5
+    ) as live:
         assert live.status == 200
-    with urllib.request.urlopen("http://127.0.0.1:18080/metrics", timeout=5) as response:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5
+    ) as response:
         text = response.read().decode()
     assert 'streamflow_reconciliations_total{result="ok"}' in text
     assert "streamflow_reconcile_duration_seconds_bucket" in text

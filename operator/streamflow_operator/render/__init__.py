@@ -7,33 +7,47 @@ gathers them in apply order. ``streamflow render pipeline.yaml`` prints the resu
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from streamflow_operator.spec import GROUP, KIND, VERSION, FraudPipelineSpec
 
+# Every child carries these; the operator watches what carries PART_OF and proves a child is its
+# own by LABEL_PIPELINE_UID (the pipeline's uid: no other object can have it by chance) plus,
+# in the pipeline's namespace, a controller ownerReference to the same uid.
 LABEL_PIPELINE = f"{GROUP}/pipeline"
-LABEL_COMPONENT = f"{GROUP}/component"
+LABEL_PIPELINE_UID = f"{GROUP}/pipeline-uid"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+PART_OF = "streamflow"
 MANAGED_BY = "streamflow-operator"
 
 Manifest = dict[str, Any]
 
 
 @dataclass(frozen=True)
+class PublishedModel:
+    """A verified model artifact, published under a content-addressed ConfigMap name."""
+
+    config_map: str
+    version: str
+    checksum: str
+    json: bytes | None = None  # None: already published, nothing to (re)write
+
+
+@dataclass(frozen=True)
 class Meta:
-    """Identity of the FraudPipeline being rendered, and facts read from the cluster."""
+    """Identity of the FraudPipeline being rendered, and facts read from the cluster (passed in
+    to keep rendering pure)."""
 
     name: str
     namespace: str
     uid: str = ""
-    # Inputs that come from other objects (read by reconcile, passed in to keep render pure).
     app_secret_uri: str | None = None  # CNPG's <cluster>-app secret, key uri (decoded)
-    model_json: bytes | None = None  # the model artifact to publish (built-in or referenced)
-    model_version: str | None = None
-    dependencies_ready: bool = False  # database, migrations and topics ready: start the jobs
-    extra_labels: dict[str, str] = field(default_factory=dict)
+    model: PublishedModel | None = None  # what the fraud-detector mounts; None: held back
+    running: frozenset[str] = frozenset()  # jobs whose dependencies are ready (or already run)
 
     @property
     def pipeline_label(self) -> str:
@@ -48,19 +62,17 @@ def metadata(
     meta: Meta, name: str, namespace: str, component: str, annotations: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """Names, labels and (same namespace only) the owner reference, set in one place."""
-    md: dict[str, Any] = {
-        "name": name,
-        "namespace": namespace,
-        "labels": {
-            "app.kubernetes.io/name": "streamflow",
-            "app.kubernetes.io/instance": meta.name,
-            "app.kubernetes.io/component": component,
-            "app.kubernetes.io/managed-by": MANAGED_BY,
-            LABEL_PIPELINE: meta.pipeline_label,
-            LABEL_COMPONENT: component,
-            **meta.extra_labels,
-        },
+    labels = {
+        "app.kubernetes.io/name": "streamflow",
+        "app.kubernetes.io/instance": meta.name,
+        "app.kubernetes.io/component": component,
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_PART_OF: PART_OF,
+        LABEL_PIPELINE: meta.name,
     }
+    if meta.uid:
+        labels[LABEL_PIPELINE_UID] = meta.uid
+    md: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
     if annotations:
         md["annotations"] = annotations
     # ownerReferences cannot cross namespaces: those children are deleted by our finalizer.

@@ -1,35 +1,78 @@
 """FlinkDeployments (flink.apache.org/v1beta1): one per job, savepoint upgrades, RocksDB state.
 
-A change of rules, model or image changes the deployment's spec (the pod template carries the
-rules checksum and model version), which the Flink operator turns into stop-with-savepoint ->
-redeploy from it. Until the database, migrations and topics are ready the jobs are declared but
-suspended, so every child exists at once and the order is kept by ``job.state``.
+Each job's deployment carries only what that job uses (:data:`JOB_DEFS`): a rules change is a new
+rules ConfigMap name in the fraud-detector's pod template only, so only the fraud-detector is
+upgraded (stop-with-savepoint -> redeploy from it); the model likewise. The jobs that write bronze
+get the database connection as ``STREAMFLOW_POSTGRES_DSN`` from CloudNativePG's app secret (never
+in args or plain text). A job whose dependencies are not ready yet is declared ``suspended``, so
+every child exists at once and the order is kept by ``job.state``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from streamflow_operator.render import Manifest, Meta, metadata
 from streamflow_operator.render.kafka import kafka_namespace, topic_name
 from streamflow_operator.render.model import (
     ANNOTATION_MODEL,
     ANNOTATION_RULES,
-    model_config_map,
     rules_checksum,
     rules_config_map,
 )
+from streamflow_operator.render.postgres import app_secret_name
 from streamflow_operator.spec import FlinkJobSpec, FraudPipelineSpec
 
 PYFLINK_JAR = {"v1_20": "1.20.3", "v2_0": "2.0.1", "v2_1": "2.1.1", "v2_2": "2.2.1"}
-JOBS = ("transaction-processor", "fraud-detector", "realtime-aggregator")
-RULES_PATH = "/etc/streamflow/rules/rules.yaml"
-MODEL_PATH = "/etc/streamflow/model/model.json"
+RULES_DIR = "/etc/streamflow/rules"
+MODEL_DIR = "/etc/streamflow/model"
+RULES_PATH = f"{RULES_DIR}/rules.yaml"
+MODEL_PATH = f"{MODEL_DIR}/model.json"
+DSN_ENV = "STREAMFLOW_POSTGRES_DSN"
+# Argument of each topic, in the order the args list them.
+TOPIC_ARGS = (
+    ("transactions", "--transactions-topic"),
+    ("alerts", "--alerts-topic"),
+    ("metrics", "--metrics-topic"),
+    ("dead-letters", "--dead-letter-topic"),
+    ("control", "--control-topic"),
+)
+
+
+@dataclass(frozen=True)
+class JobDef:
+    """What one streaming job reads and writes: its args, mounts, env and readiness gates."""
+
+    name: str
+    topics: tuple[str, ...]
+    database: bool = False  # writes bronze
+    rules: bool = False
+    model: bool = False
+
+    @property
+    def module(self) -> str:
+        return f"streamflow_jobs.flink.{self.name.replace('-', '_')}"
+
+
+JOB_DEFS = (
+    JobDef("transaction-processor", ("transactions", "dead-letters"), database=True),
+    JobDef(
+        "fraud-detector",
+        ("transactions", "alerts", "dead-letters", "control"),
+        database=True,
+        rules=True,
+        model=True,
+    ),
+    JobDef("realtime-aggregator", ("transactions", "alerts", "metrics")),
+)
+JOBS = tuple(j.name for j in JOB_DEFS)
 
 
 def deployment_name(meta: Meta, job: str) -> str:
     return f"{meta.name}-{job}"
 
 
-def _job_spec(spec: FraudPipelineSpec, job: str) -> FlinkJobSpec:
+def job_spec(spec: FraudPipelineSpec, job: str) -> FlinkJobSpec:
     jobs = spec.flink.jobs
     return {
         "transaction-processor": jobs.transaction_processor,
@@ -38,45 +81,66 @@ def _job_spec(spec: FraudPipelineSpec, job: str) -> FlinkJobSpec:
     }[job]
 
 
+def _args(spec: FraudPipelineSpec, meta: Meta, job: JobDef) -> list[str]:
+    bootstrap = f"{spec.kafka.cluster_name}-kafka-bootstrap.{kafka_namespace(spec, meta)}.svc:9092"
+    args = ["-pyclientexec", "/usr/bin/python3", "-pym", job.module]
+    args += ["--bootstrap-servers", bootstrap]
+    for topic, flag in TOPIC_ARGS:
+        if topic in job.topics:
+            args += [flag, topic_name(meta, topic)]
+    if job.rules:
+        args += ["--rules", RULES_PATH]
+    if job.model:
+        args += ["--model", MODEL_PATH]
+    return args
+
+
+def _pod_template(spec: FraudPipelineSpec, meta: Meta, job: JobDef) -> Manifest:
+    container: Manifest = {"name": "flink-main-container"}
+    mounts, volumes, annotations = [], [], {}
+    if job.rules:
+        annotations[ANNOTATION_RULES] = rules_checksum(spec)
+        mounts.append({"name": "rules", "mountPath": RULES_DIR, "readOnly": True})
+        volumes.append({"name": "rules", "configMap": {"name": rules_config_map(spec, meta)}})
+    if job.model and meta.model is not None:
+        annotations[ANNOTATION_MODEL] = meta.model.version
+        mounts.append({"name": "model", "mountPath": MODEL_DIR, "readOnly": True})
+        volumes.append({"name": "model", "configMap": {"name": meta.model.config_map}})
+    if job.database:
+        container["env"] = [
+            {
+                "name": DSN_ENV,
+                "valueFrom": {"secretKeyRef": {"name": app_secret_name(spec, meta), "key": "uri"}},
+            }
+        ]
+    if mounts:
+        container["volumeMounts"] = mounts
+    template: Manifest = {"spec": {"containers": [container]}}
+    if volumes:
+        template["spec"]["volumes"] = volumes
+    if annotations:
+        template["metadata"] = {"annotations": annotations}
+    return template
+
+
 def build_flink_deployments(spec: FraudPipelineSpec, meta: Meta) -> list[Manifest]:
     f = spec.flink
-    bootstrap = f"{spec.kafka.cluster_name}-kafka-bootstrap.{kafka_namespace(spec, meta)}.svc:9092"
-    running = meta.dependencies_ready and not spec.suspend
     jar_version = PYFLINK_JAR[f.flink_version]
     out = []
-    for job in JOBS:
-        job_spec = _job_spec(spec, job)
-        if not job_spec.enabled:
+    for job in JOB_DEFS:
+        if not job_spec(spec, job.name).enabled:
             continue  # not rendered: reconcile deletes a FlinkDeployment that is no longer wanted
-        module = f"streamflow_jobs.flink.{job.replace('-', '_')}"
-        scope = f"{meta.namespace}/{meta.name}/{job}"  # state paths never shared across jobs
-        checkpoints = f"{f.checkpoint_dir.rstrip('/')}/{scope}"
-        savepoints = f"{f.savepoint_dir.rstrip('/')}/{scope}"
-        args = [
-            "-pyclientexec",
-            "/usr/bin/python3",
-            "-pym",
-            module,
-            "--bootstrap-servers",
-            bootstrap,
-            "--transactions-topic",
-            topic_name(meta, "transactions"),
-            "--alerts-topic",
-            topic_name(meta, "alerts"),
-            "--metrics-topic",
-            topic_name(meta, "metrics"),
-            "--dead-letter-topic",
-            topic_name(meta, "dead-letters"),
-            "--rules",
-            RULES_PATH,
-            "--model",
-            MODEL_PATH,
-        ]
+        if job.model and meta.model is None:
+            continue  # no valid model was ever published: held back (status says why)
+        scope = f"{meta.namespace}/{meta.name}/{job.name}"  # state paths never shared across jobs
+        running = job.name in meta.running and not spec.suspend
         out.append(
             {
                 "apiVersion": "flink.apache.org/v1beta1",
                 "kind": "FlinkDeployment",
-                "metadata": metadata(meta, deployment_name(meta, job), meta.namespace, "flink"),
+                "metadata": metadata(
+                    meta, deployment_name(meta, job.name), meta.namespace, "flink"
+                ),
                 "spec": {
                     "image": f.image,
                     "flinkVersion": f.flink_version,
@@ -86,8 +150,10 @@ def build_flink_deployments(spec: FraudPipelineSpec, meta: Meta) -> list[Manifes
                         "execution.checkpointing.interval": f"{f.checkpoint_interval_seconds}s",
                         "execution.checkpointing.mode": "EXACTLY_ONCE",
                         "execution.checkpointing.incremental": "true",
-                        "execution.checkpointing.dir": checkpoints,
-                        "execution.checkpointing.savepoint-dir": savepoints,
+                        "execution.checkpointing.dir": f"{f.checkpoint_dir.rstrip('/')}/{scope}",
+                        "execution.checkpointing.savepoint-dir": (
+                            f"{f.savepoint_dir.rstrip('/')}/{scope}"
+                        ),
                         "taskmanager.numberOfTaskSlots": str(f.task_slots),
                         "kubernetes.operator.job.upgrade.last-state-fallback.enabled": "false",
                     },
@@ -97,45 +163,12 @@ def build_flink_deployments(spec: FraudPipelineSpec, meta: Meta) -> list[Manifes
                     "taskManager": {
                         "resource": {"cpu": f.task_manager.cpu, "memory": f.task_manager.memory}
                     },
-                    "podTemplate": {
-                        "metadata": {
-                            "annotations": {
-                                ANNOTATION_RULES: rules_checksum(spec),
-                                ANNOTATION_MODEL: meta.model_version or "",
-                            }
-                        },
-                        "spec": {
-                            "containers": [
-                                {
-                                    "name": "flink-main-container",
-                                    "volumeMounts": [
-                                        {
-                                            "name": "rules",
-                                            "mountPath": "/etc/streamflow/rules",
-                                            "readOnly": True,
-                                        },
-                                        {
-                                            "name": "model",
-                                            "mountPath": "/etc/streamflow/model",
-                                            "readOnly": True,
-                                        },
-                                    ],
-                                }
-                            ],
-                            "volumes": [
-                                {"name": "rules", "configMap": {"name": rules_config_map(meta)}},
-                                {
-                                    "name": "model",
-                                    "configMap": {"name": model_config_map(spec, meta)},
-                                },
-                            ],
-                        },
-                    },
+                    "podTemplate": _pod_template(spec, meta, job),
                     "job": {
                         "jarURI": f"local:///opt/flink/opt/flink-python-{jar_version}.jar",
                         "entryClass": "org.apache.flink.client.python.PythonDriver",
-                        "args": args,
-                        "parallelism": job_spec.parallelism or f.parallelism,
+                        "args": _args(spec, meta, job),
+                        "parallelism": job_spec(spec, job.name).parallelism or f.parallelism,
                         "upgradeMode": "savepoint",
                         "state": "running" if running else "suspended",
                     },

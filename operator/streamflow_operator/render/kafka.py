@@ -5,7 +5,7 @@ from __future__ import annotations
 from streamflow_operator.render import Manifest, Meta, metadata
 from streamflow_operator.spec import FraudPipelineSpec
 
-TOPICS = ("transactions", "alerts", "metrics", "dead-letters")
+TOPICS = ("transactions", "alerts", "metrics", "dead-letters", "control")
 
 
 def kafka_namespace(spec: FraudPipelineSpec, meta: Meta) -> str:
@@ -21,18 +21,31 @@ def resource_name(meta: Meta, topic: str) -> str:
     return f"{meta.namespace}-{meta.name}-{topic}"[:253]
 
 
-def build_topics(spec: FraudPipelineSpec, meta: Meta) -> list[Manifest]:
-    ns = kafka_namespace(spec, meta)
+def _config(spec: FraudPipelineSpec, topic: str) -> tuple[int, int, dict[str, str]]:
     t = spec.kafka.topics
-    settings = {
+    if topic == "control":
+        # Compacted: the latest value per key (e.g. per blacklisted id) is kept forever, so a
+        # restarted fraud-detector rebuilds its broadcast state from the topic alone.
+        c = t.control
+        return c.partitions, c.replicas, {"cleanup.policy": "compact"}
+    cfg = {
         "transactions": t.transactions,
         "alerts": t.alerts,
         "metrics": t.metrics,
         "dead-letters": t.dead_letters,
-    }
+    }[topic]
+    return (
+        cfg.partitions,
+        cfg.replicas,
+        {"retention.ms": str(cfg.retention_hours * 3_600_000), "cleanup.policy": "delete"},
+    )
+
+
+def build_topics(spec: FraudPipelineSpec, meta: Meta) -> list[Manifest]:
+    ns = kafka_namespace(spec, meta)
     out = []
     for topic in TOPICS:
-        cfg = settings[topic]
+        partitions, replicas, config = _config(spec, topic)
         md = metadata(meta, resource_name(meta, topic), ns, "kafka")
         md["labels"]["strimzi.io/cluster"] = spec.kafka.cluster_name
         out.append(
@@ -42,13 +55,9 @@ def build_topics(spec: FraudPipelineSpec, meta: Meta) -> list[Manifest]:
                 "metadata": md,
                 "spec": {
                     "topicName": topic_name(meta, topic),
-                    "partitions": cfg.partitions,
-                    "replicas": cfg.replicas,
-                    "config": {
-                        "retention.ms": str(cfg.retention_hours * 3_600_000),
-                        "min.insync.replicas": str(min(2, cfg.replicas)),
-                        "cleanup.policy": "delete",
-                    },
+                    "partitions": partitions,
+                    "replicas": replicas,
+                    "config": {**config, "min.insync.replicas": str(min(2, replicas))},
                 },
             }
         )

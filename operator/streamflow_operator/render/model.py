@@ -1,4 +1,10 @@
-"""The rules and model ConfigMaps mounted into the fraud-detector."""
+"""The rules and model ConfigMaps mounted into the fraud-detector.
+
+Both are content-addressed and immutable (``<pipeline>-rules-<hash>``, ``<pipeline>-model-<hash>``):
+a FlinkDeployment's pod template names exactly the rules and model it was deployed with, so a
+restarted pod never reads a newer (or broken) input than its job, a Flink rollback finds the old
+one, and a change is a new name, hence a new pod template, hence a savepoint upgrade.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +16,22 @@ from streamflow_operator.spec import FraudPipelineSpec
 MAX_MODEL_BYTES = 1024 * 1024
 ANNOTATION_RULES = "streamflow.dev/rules-checksum"
 ANNOTATION_MODEL = "streamflow.dev/model-version"
-
-
-def rules_config_map(meta: Meta) -> str:
-    return f"{meta.name}-rules"
-
-
-def model_config_map(spec: FraudPipelineSpec, meta: Meta) -> str:
-    return spec.model.config_map_name or f"{meta.name}-model"
-
-
-def rules_yaml(spec: FraudPipelineSpec) -> str:
-    return spec.rules.to_yaml()
+ANNOTATION_MODEL_CHECKSUM = "streamflow.dev/model-checksum"
+RULES_KEY = "rules.yaml"
+MODEL_KEY = "model.json"
 
 
 def rules_checksum(spec: FraudPipelineSpec) -> str:
     return checksum(spec.rules.model_dump(mode="json"))
+
+
+def rules_config_map(spec: FraudPipelineSpec, meta: Meta) -> str:
+    return f"{meta.name}-rules-{rules_checksum(spec)[:10]}"
+
+
+def model_config_map(meta: Meta, model_checksum: str) -> str:
+    """Our published copy of a verified model: named by its checksum (``sha256:<hex>``)."""
+    return f"{meta.name}-model-{model_checksum.rsplit(':', 1)[-1][:10]}"
 
 
 def build_config_maps(spec: FraudPipelineSpec, meta: Meta) -> list[Manifest]:
@@ -35,28 +41,32 @@ def build_config_maps(spec: FraudPipelineSpec, meta: Meta) -> list[Manifest]:
             "kind": "ConfigMap",
             "metadata": metadata(
                 meta,
-                rules_config_map(meta),
+                rules_config_map(spec, meta),
                 meta.namespace,
                 "rules",
                 {ANNOTATION_RULES: rules_checksum(spec)},
             ),
-            "data": {"rules.yaml": rules_yaml(spec)},
+            "immutable": True,
+            "data": {RULES_KEY: spec.rules.to_yaml()},
         }
     ]
-    # A referenced model ConfigMap is the user's: mounted as it is, never written by us.
-    if spec.model.config_map_name is None and meta.model_json is not None:
+    if meta.model is not None and meta.model.json is not None:
         out.append(
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": metadata(
                     meta,
-                    model_config_map(spec, meta),
+                    meta.model.config_map,
                     meta.namespace,
                     "model",
-                    {ANNOTATION_MODEL: meta.model_version or ""},
+                    {
+                        ANNOTATION_MODEL: meta.model.version,
+                        ANNOTATION_MODEL_CHECKSUM: meta.model.checksum,
+                    },
                 ),
-                "data": {"model.json": meta.model_json.decode("utf-8")},
+                "immutable": True,
+                "data": {MODEL_KEY: meta.model.json.decode("utf-8")},
             }
         )
     return out
