@@ -603,6 +603,7 @@ def _flink_config(base: Path, rest_port: int, slots: int, extra: Mapping[str, st
         "restart-strategy.fixed-delay.delay": "1 s",
         "heartbeat.timeout": "15000",
         "heartbeat.interval": "2000",
+        "classloader.parent-first-patterns.additional": "pemja.;org.apache.flink.python.",
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
         # The JVM flags Flink's own configuration ships with (module opens for Java 17).
@@ -637,7 +638,15 @@ def start_flink(
     for directory in (conf, lib, base / "log", base / "checkpoints", base / "savepoints"):
         directory.mkdir(exist_ok=True)
     # lib/: the wheel's jars and the connectors, as links (FLINK_LIB_DIR replaces lib/ whole).
-    wanted = {p.name: p for p in [*sorted((home / "lib").glob("*.jar")), *flink_connector_jars()]}
+    # flink-python in lib/ too (as Flink's PyFlink images do): loaded once by the parent
+    # classloader, so pemja's native library serves every job on a TaskManager. From a job's
+    # own classloader, the second Python job on a TaskManager fails ("loadedLibraryNames").
+    jars = [
+        *sorted((home / "lib").glob("*.jar")),
+        *sorted((home / "opt").glob("flink-python-*.jar")),
+        *flink_connector_jars(),
+    ]
+    wanted = {p.name: p for p in jars}
     for stale in lib.iterdir():
         if stale.name not in wanted or stale.resolve() != wanted[stale.name].resolve():
             stale.unlink()
