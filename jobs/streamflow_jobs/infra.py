@@ -394,6 +394,20 @@ def create_topics(
                 raise InfraError(f"cannot create topic {name}: {exc.args[0].str()}") from exc
 
 
+def delete_topics(bootstrap: str, names: list[str], timeout: float = 30.0) -> None:
+    """Delete topics this code created (a run's own); a missing topic is fine."""
+    from confluent_kafka import KafkaException  # noqa: PLC0415
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for name, future in admin.delete_topics(names, operation_timeout=timeout).items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].name() != "UNKNOWN_TOPIC_OR_PART":
+                raise InfraError(f"cannot delete topic {name}: {exc.args[0].str()}") from exc
+
+
 # --------------------------------------------------------------------------------------------
 # PostgreSQL
 # --------------------------------------------------------------------------------------------
@@ -693,7 +707,7 @@ def read_state() -> dict[str, Any] | None:
     return state
 
 
-def _write_state(state: dict[str, Any]) -> None:
+def write_state(state: dict[str, Any]) -> None:
     path = state_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -748,7 +762,7 @@ def up(taskmanagers: int = 1, slots: int = 1) -> dict[str, Any]:
         k = start_kafka(base / "kafka", port, cport)
         state["kafka"] = {"bootstrap": k.bootstrap, "port": k.port,
                           "controller_port": k.controller_port, "pid": k.pid}  # fmt: skip
-    _write_state({**previous, **state})
+    write_state({**previous, **state})
 
     old = previous.get("postgres", {})
     if running.get("postgres"):
@@ -759,7 +773,7 @@ def up(taskmanagers: int = 1, slots: int = 1) -> dict[str, Any]:
         dsn = ensure_database(pg.dsn(), DATABASE)
         state["postgres"] = {"dsn": dsn, "port": pg.port, "base": str(pg.base),
                              "database": DATABASE}  # fmt: skip
-    _write_state({**previous, **state})
+    write_state({**previous, **state})
 
     old = previous.get("flink", {})
     if running.get("flink"):
@@ -775,7 +789,7 @@ def up(taskmanagers: int = 1, slots: int = 1) -> dict[str, Any]:
         )
         f = start_flink(base / "flink", port, taskmanagers=taskmanagers, slots=slots)
         state["flink"] = flink_state(f)
-    _write_state(state)
+    write_state(state)
     return status()
 
 

@@ -50,6 +50,8 @@ class JobArgs:
     # after how long without data a partition stops holding the watermark back.
     max_out_of_orderness_ms: int = 5_000
     idle_timeout_ms: int = 10_000
+    # Aggregator: a window is updated (a new revision) for events this late after its end.
+    allowed_lateness_ms: int = 60_000
     # Events dated more than this ahead of processing time become dead letters; 0 = off (a
     # replay of history, `streamflow live`). Production turns it on.
     max_clock_skew_seconds: int = 0
@@ -68,7 +70,12 @@ class JobArgs:
             _check_topic("control_topic", self.control_topic)
         if self.starting_offsets not in _STARTING:
             raise ValueError(f"starting offsets: one of {_STARTING}, got {self.starting_offsets!r}")
-        for name in ("max_out_of_orderness_ms", "idle_timeout_ms", "max_clock_skew_seconds"):
+        for name in (
+            "max_out_of_orderness_ms",
+            "idle_timeout_ms",
+            "allowed_lateness_ms",
+            "max_clock_skew_seconds",
+        ):
             value = getattr(self, name)
             if not 0 <= value <= 7 * 86_400_000:
                 raise ValueError(f"{name.replace('_', ' ')}: must be within 0..7 days, got {value}")
@@ -126,6 +133,7 @@ def parser(prog: str = "streamflow-job") -> argparse.ArgumentParser:
     p.add_argument("--starting-offsets", choices=_STARTING, default="committed")
     p.add_argument("--max-out-of-orderness-ms", type=int, default=5_000)
     p.add_argument("--idle-timeout-ms", type=int, default=10_000)
+    p.add_argument("--allowed-lateness-ms", type=int, default=60_000)
     p.add_argument("--max-clock-skew-seconds", type=int, default=0)
     p.add_argument("--windows", type=_windows, default=(60, 300, 3600))
     p.add_argument("--transactional-id-prefix", default=None)
