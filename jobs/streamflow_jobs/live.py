@@ -19,6 +19,7 @@ Alerts are the same JSON objects as ``streamflow replay``'s decision lines; on t
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 import signal
@@ -104,7 +105,7 @@ def percentile(values: list[int], q: float) -> float | None:
     """Nearest-rank percentile of sorted ``values``."""
     if not values:
         return None
-    rank = max(1, min(len(values), round(q / 100 * len(values) + 0.5)))
+    rank = max(1, min(len(values), math.ceil(q * len(values) / 100)))
     return float(values[rank - 1])
 
 

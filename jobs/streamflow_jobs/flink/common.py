@@ -35,9 +35,11 @@ import msgspec
 from streamflow_jobs.events import (
     DEAD_LETTER_PAYLOAD_LIMIT,
     DeadLetter,
+    ParsedTransaction,
     ParseFailure,
     SourceRef,
     dead_letter_for,
+    parse_transaction,
 )
 from streamflow_jobs.flink.args import JobArgs
 
@@ -263,6 +265,16 @@ def sink_letter(error_type: str, message: str, raw: bytes, record: Any) -> DeadL
         payload_truncated=len(raw) > len(cut),
         failed_at=datetime.now(UTC),
     )
+
+
+def parse(raw: bytes) -> ParsedTransaction | ParseFailure:
+    """The core's parser, made total: msgspec raises UnicodeDecodeError (not a DecodeError) for
+    invalid UTF-8 inside a JSON string, which ``parse_transaction`` does not catch yet; here it
+    is the dead letter it should be, never a task failure that restarts for ever."""
+    try:
+        return parse_transaction(raw)
+    except UnicodeDecodeError as exc:
+        return ParseFailure("invalid_encoding", f"not UTF-8: {exc.reason} at byte {exc.start}")
 
 
 def encode_json(value: Any) -> str:

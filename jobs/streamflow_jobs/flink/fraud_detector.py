@@ -42,7 +42,6 @@ from streamflow_jobs.events import (
     ParseFailure,
     SourceRef,
     Transaction,
-    parse_transaction,
 )
 from streamflow_jobs.flink import common
 from streamflow_jobs.flink.args import JobArgs, parse_args, postgres_dsn
@@ -195,7 +194,7 @@ class _Detect:
         self.count["events_in"](1)
         record = value
         raw = record[0]
-        parsed = parse_transaction(bytes(raw)) if raw is not None else None
+        parsed = common.parse(bytes(raw)) if raw is not None else None
         if parsed is None or isinstance(parsed, ParseFailure):
             self.count["invalid_skipped"](1)  # the transaction-processor dead-letters it
             return

@@ -27,7 +27,7 @@ from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import KeyedProcessFunction, ProcessFunction
 from pyflink.datastream.state import MapStateDescriptor
 
-from streamflow_jobs.events import ParseFailure, parse_transaction
+from streamflow_jobs.events import ParseFailure
 from streamflow_jobs.flink import common
 from streamflow_jobs.flink.args import JobArgs, parse_args
 
@@ -40,7 +40,7 @@ _decode_alert = msgspec.json.Decoder().decode
 def transaction_event(raw: bytes | None) -> tuple[str, int, int, int, int] | None:
     if raw is None:
         return None
-    parsed = parse_transaction(bytes(raw))
+    parsed = common.parse(bytes(raw))
     if isinstance(parsed, ParseFailure):
         return None
     t = parsed.transaction

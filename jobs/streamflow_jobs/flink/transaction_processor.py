@@ -19,7 +19,7 @@ from typing import Any
 from pyflink.common import Row, Types
 from pyflink.datastream import MapFunction, OutputTag, ProcessFunction
 
-from streamflow_jobs.events import ParseFailure, parse_transaction
+from streamflow_jobs.events import ParseFailure
 from streamflow_jobs.flink import common
 from streamflow_jobs.flink.args import POSTGRES_DSN_ENV, JobArgs, parse_args, postgres_dsn
 
@@ -54,7 +54,7 @@ def process(record: Any) -> tuple[tuple[Any, ...] | None, str | None, str]:
         letter = common.unreadable(record)
         return None, common.encode_json(letter), letter.error_type
     raw = bytes(raw)
-    parsed = parse_transaction(raw)
+    parsed = common.parse(raw)
     if isinstance(parsed, ParseFailure):
         return (
             None,
