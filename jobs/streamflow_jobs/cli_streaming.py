@@ -121,6 +121,24 @@ def live(
     live_run.print_summary(result, Console())
 
 
+def live_report(
+    summary: Annotated[Path, typer.Option(help="Summary JSON from `streamflow live`")],
+    alerts: Annotated[Path, typer.Option(help="Alerts from `streamflow live`")],
+    labels: Annotated[Path, typer.Option(help="Labels from `streamflow generate`")],
+    output_dir: Annotated[Path, typer.Option(help="Where live-report.txt/.png go")] = Path(
+        "report"
+    ),
+) -> None:
+    """The live run's report: throughput, latency, alerts by rule, precision/recall, a PNG."""
+    from streamflow_jobs.live_report import build_live_report  # noqa: PLC0415
+
+    for path in (summary, alerts, labels):
+        if not path.is_file():
+            raise _fail(f"file not found: {path}")
+    Console().print(build_live_report(summary, alerts, labels, output_dir))
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(infra_app, name="infra")
     app.command("live")(live)
+    app.command("live-report")(live_report)

@@ -556,12 +556,20 @@ class FlinkCluster:
         n = len(self.taskmanager_pids)
         log = self.base / "log" / f"taskmanager-{n}.out"
         proc = _start(
-            [str(flink_home() / "bin" / "taskmanager.sh"), "start-foreground"],
+            [
+                str(flink_home() / "bin" / "taskmanager.sh"),
+                "start-foreground",
+                f"-Dtaskmanager.resource-id=tm{n}",
+            ],
             log,
             env={**self.env(), "FLINK_IDENT_STRING": f"tm{n}"},  # one log file per process
         )
         self.taskmanager_pids.append(proc.pid)
         return proc.pid
+
+    def taskmanager_pid(self, resource_id: str) -> int:
+        """The process of TaskManager ``tm<n>`` (its resource id, as Flink's REST API shows)."""
+        return self.taskmanager_pids[int(resource_id.removeprefix("tm"))]
 
     def overview(self) -> dict[str, Any]:
         return rest_json(f"{self.rest}/overview")
@@ -617,6 +625,7 @@ def _flink_config(base: Path, rest_port: int, slots: int, extra: Mapping[str, st
         "restart-strategy.fixed-delay.delay": "1 s",
         "heartbeat.timeout": "15000",
         "heartbeat.interval": "2000",
+        "metrics.fetcher.update-interval": "1000",
         "classloader.parent-first-patterns.additional": "pemja.;org.apache.flink.python.",
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,

@@ -42,10 +42,10 @@ from streamflow_jobs.events import (
     DEAD_LETTER_PAYLOAD_LIMIT,
     ParseFailure,
     SourceRef,
-    parse_transaction,
 )
 from streamflow_jobs.flink import local
 from streamflow_jobs.flink.args import JobArgs
+from streamflow_jobs.flink.common import parse
 from streamflow_jobs.model.forest import DEFAULT_MODEL_PATH
 from streamflow_jobs.replay import Skimmed, read_lines
 
@@ -208,7 +208,7 @@ class Producer:
                 if not raw or raw.isspace():
                     result.blank_lines += 1
                     continue
-                parsed = parse_transaction(raw)
+                parsed = parse(raw)
                 key = None
                 if not isinstance(parsed, ParseFailure):
                     key = parsed.transaction.customer_id.encode("utf-8")
@@ -323,10 +323,21 @@ def read_topic(bootstrap: str, topic: str, group: str) -> Iterator[Any]:
         consumer.close()
 
 
-def run(*, input_path: Path, alerts_path: Path, dlq_path: Path | None, summary_path: Path | None,
-        rules_path: Path | None, model_path: Path | None, rate: float | None,
-        console: Any = None) -> LiveResult:  # fmt: skip
-    """The whole ``streamflow live``; see the module's docstring."""
+def run(
+    *,
+    input_path: Path,
+    alerts_path: Path,
+    dlq_path: Path | None,
+    summary_path: Path | None,
+    rules_path: Path | None,
+    model_path: Path | None,
+    rate: float | None,
+    console: Any = None,
+    infrastructure: dict[str, Any] | None = None,
+) -> LiveResult:
+    """The whole ``streamflow live``; see the module's docstring. ``infrastructure``: a state
+    like ``streamflow infra status --json`` prints, used as it is (tests); default: start the
+    local infrastructure if needed."""
     from streamflow_jobs.flink.fraud_detector import load_detector  # noqa: PLC0415
 
     if not input_path.is_file():
@@ -350,7 +361,8 @@ def run(*, input_path: Path, alerts_path: Path, dlq_path: Path | None, summary_p
     with contextlib.ExitStack() as stack:
         try:
             say("starting the local infrastructure (if needed)")
-            state = stack.enter_context(infra.running())
+            # Tests hand in their own session's infrastructure; users get .infra/'s.
+            state = infrastructure or stack.enter_context(infra.running())
             cluster = infra.flink_cluster(state)
             ensure_slots(cluster, 3)
             bootstrap, dsn = state["kafka"]["bootstrap"], state["postgres"]["dsn"]
