@@ -375,7 +375,8 @@ def create_topics(
 ) -> None:
     """Create ``{name: partitions}`` (replication 1); an existing topic is left as it is."""
     from confluent_kafka import KafkaException  # noqa: PLC0415
-    from confluent_kafka.admin import AdminClient, NewTopic  # noqa: PLC0415
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+    from confluent_kafka.cimpl import NewTopic  # noqa: PLC0415
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics(
@@ -572,7 +573,8 @@ class FlinkCluster:
         return self.taskmanager_pids[int(resource_id.removeprefix("tm"))]
 
     def overview(self) -> dict[str, Any]:
-        return rest_json(f"{self.rest}/overview")
+        overview: dict[str, Any] = rest_json(f"{self.rest}/overview")
+        return overview
 
     def wait_taskmanagers(self, count: int, timeout: float = 120.0) -> None:
         def ready() -> bool:

@@ -234,7 +234,7 @@ class Producer:
                     ahead = result.produced / self.rate - (time.monotonic() - started)
                     if ahead > 0:
                         time.sleep(ahead)
-        left = self.producer.flush(60)
+        left = self.producer.flush(60) or 0
         if left or self.errors:
             raise LiveError(f"Kafka refused {left + len(self.errors)} records: "
                             f"{(self.errors or ['timeout'])[0]}")  # fmt: skip
@@ -316,8 +316,9 @@ def read_topic(bootstrap: str, topic: str, group: str) -> Iterator[Any]:
             if msg.error():
                 continue
             idle_since = time.monotonic()
-            if msg.offset() + 1 >= ends[msg.partition()]:
-                done.add(msg.partition())
+            offset, partition = msg.offset() or 0, msg.partition() or 0
+            if offset + 1 >= ends[partition]:
+                done.add(partition)
             yield msg
     finally:
         consumer.close()
@@ -446,7 +447,8 @@ def wait_accounted(cluster: infra.FlinkCluster, jobs: list[local.Submitted], dsn
     """Until bronze rows + dead letters = produced lines and the fraud-detector has committed
     every event; fail if a job fails or nothing moves for STALL_SECONDS."""
     expected = result.produced
-    last, last_change, last_report = -1, time.monotonic(), 0.0
+    last: tuple[int, int] = (-1, -1)
+    last_change, last_report = time.monotonic(), 0.0
     detector_group = args.group("fraud-detector")
     while True:
         _check_stop(stop)

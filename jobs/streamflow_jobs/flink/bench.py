@@ -164,7 +164,7 @@ def latency(rate: int, seconds: int, customers: int) -> dict[str, Any]:
             while not stop.is_set():
                 msg = c.poll(0.05)
                 if msg is not None and not msg.error():
-                    tid = orjson.loads(msg.value())["transaction_id"]
+                    tid = orjson.loads(msg.value() or b"{}").get("transaction_id")
                     seen[isolation].setdefault(tid, time.time())
             c.close()
 
@@ -286,7 +286,9 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     results: dict[str, Any] = {
         "when": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}",
+        "machine": (
+            f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
+        ),
     }
     results["throughput"] = [throughput(p_, a.events, a.customers) for p_ in (1, 2)]
     print(results["throughput"], flush=True)

@@ -389,5 +389,9 @@ def counters(runtime_context: Any, names: Iterable[str]) -> dict[str, Callable[[
         except Exception:
             log.warning("counter %s unavailable", name, exc_info=True)
             counter = None
-        out[name] = counter.inc if counter is not None else (lambda n=1: None)
+        out[name] = counter.inc if counter is not None else _ignore
     return out
+
+
+def _ignore(n: int = 1) -> None:
+    """A counter that could not be registered."""

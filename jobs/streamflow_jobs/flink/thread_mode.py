@@ -20,6 +20,7 @@ module's cached compiled walk (``forest._WALK``), the scorer's private seam.
 from __future__ import annotations
 
 import ctypes
+import importlib
 from typing import Any
 
 import numpy as np
@@ -28,8 +29,9 @@ _INSTALLED: dict[str, Any] = {}
 
 
 def _build(feature_dtype: np.dtype[Any]) -> Any:
-    import numba  # noqa: PLC0415
-    from numba import carray, types  # noqa: PLC0415
+    # numba's type hints are partial: it is used as an untyped module here.
+    numba: Any = importlib.import_module("numba")
+    carray, types = numba.carray, numba.types
 
     from streamflow_jobs.model import forest  # noqa: PLC0415
 
@@ -45,7 +47,7 @@ def _build(feature_dtype: np.dtype[Any]) -> Any:
         ptr(f64),  # out: one sum per row
     )  # fmt: skip
 
-    @numba.cfunc(signature, cache=True)  # type: ignore[untyped-decorator]
+    @numba.cfunc(signature, cache=True)
     def walk_c(xp, rows, cols, fp, nf, tp, nt, lp, nl, n_trees, depth, outp):  # type: ignore[no-untyped-def]
         out = carray(outp, (rows,))
         sums = inner(carray(xp, (rows, cols)), carray(fp, (nf,)), carray(tp, (nt,)),
@@ -56,7 +58,7 @@ def _build(feature_dtype: np.dtype[Any]) -> Any:
     vp, size = ctypes.c_void_p, ctypes.c_ssize_t
     prototype = ctypes.CFUNCTYPE(None, vp, size, size, vp, size, vp, size, vp, size, size, size, vp)
     # Keep the compiled callback alive as long as the function pointer is used.
-    return walk_c, prototype(walk_c.address)
+    return walk_c, prototype(int(walk_c.address))
 
 
 def _address(array: np.ndarray[Any, Any]) -> int:
