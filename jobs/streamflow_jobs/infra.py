@@ -19,6 +19,7 @@ holds what ``streamflow infra status --json`` prints (a fixed interface: at leas
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -29,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
@@ -787,9 +787,14 @@ def up(taskmanagers: int = 1, slots: int = 1) -> dict[str, Any]:
     write_state({**previous, **state})
 
     old = previous.get("flink", {})
-    if running.get("flink"):
+    code = code_digest()
+    if running.get("flink") and old.get("code") == code:
         state["flink"] = old
     else:
+        if running.get("flink"):
+            # A TaskManager's embedded Python keeps the modules it imported: new job code
+            # needs new TaskManagers (docs/adr/0015).
+            print("the jobs' code changed: restarting the Flink cluster", file=sys.stderr)
         for pid in old.get("taskmanager_pids", []):
             stop_pid(pid)
         stop_pid(old.get("jobmanager_pid"))
@@ -799,9 +804,20 @@ def up(taskmanagers: int = 1, slots: int = 1) -> dict[str, Any]:
             else None
         )
         f = start_flink(base / "flink", port, taskmanagers=taskmanagers, slots=slots)
-        state["flink"] = flink_state(f)
+        state["flink"] = {**flink_state(f), "code": code}
     write_state(state)
     return status()
+
+
+def code_digest() -> str:
+    """A digest of the jobs' code (sources, compiled modules, the shipped model): a cluster
+    started for other code must be restarted before it runs these jobs."""
+    digest = hashlib.sha256()
+    root = REPO / "jobs" / "streamflow_jobs"
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".so", ".json") and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def flink_state(f: FlinkCluster) -> dict[str, Any]:
@@ -856,17 +872,10 @@ def running() -> Iterator[dict[str, Any]]:
     """Use the local infrastructure, starting it if needed; stop only what this call started."""
     before = status()
     started_here = not before.get("running")
-    state = up() if started_here else before
+    stale = before.get("flink", {}).get("code") != code_digest()
+    state = up() if started_here or stale else before
     try:
         yield state
     finally:
         if started_here:
             down()
-
-
-def http_ok(url: str) -> bool:
-    try:
-        rest_json(url, timeout=2)
-    except (OSError, ValueError, urllib.error.URLError):
-        return False
-    return True
