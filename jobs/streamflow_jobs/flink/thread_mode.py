@@ -74,6 +74,9 @@ def gil_safe_walk(feature_dtype: np.dtype[Any]) -> Any:
         _INSTALLED[key] = _build(np.dtype(feature_dtype))
     _, call = _INSTALLED[key]
     model: dict[int, tuple[int, ...]] = {}
+    # One row at a time is the streaming case: copy it into a buffer whose address is known
+    # (reading an array's address costs more than the copy).
+    single: dict[int, tuple[Any, int, Any, int]] = {}
 
     def walk(x: Any, feature: Any, threshold: Any, leaves: Any, n_trees: int, depth: int) -> Any:
         x32 = np.ascontiguousarray(x, dtype=np.float32)
@@ -91,6 +94,15 @@ def gil_safe_walk(feature_dtype: np.dtype[Any]) -> Any:
             )  # fmt: skip
             walk.keep = (feature, threshold, leaves)  # type: ignore[attr-defined]
         rows, cols = x32.shape
+        if rows == 1:
+            buffers = single.get(cols)
+            if buffers is None:
+                x_buf, out_buf = np.empty((1, cols), np.float32), np.empty(1, np.float64)
+                buffers = single[cols] = (x_buf, _address(x_buf), out_buf, _address(out_buf))
+            x_buf, x_at, out_buf, out_at = buffers
+            x_buf[0] = x32[0]
+            call(x_at, 1, cols, *pointers, n_trees, depth, out_at)
+            return out_buf.copy()
         out = np.empty(rows, dtype=np.float64)
         call(_address(x32), rows, cols, *pointers, n_trees, depth, _address(out))
         return out
