@@ -131,12 +131,9 @@ def create_run_topics(bootstrap: str, topics: dict[str, str]) -> None:
 
 def job_args(bootstrap: str, topics: dict[str, str], run_id: str, rules: Path,
              model: Path) -> JobArgs:  # fmt: skip
-    return JobArgs(
-        bootstrap_servers=bootstrap,
-        transactions_topic=topics["transactions"],
-        alerts_topic=topics["alerts"],
-        metrics_topic=topics["metrics"],
-        dead_letter_topic=topics["dead-letters"],
+    return JobArgs.for_topics(
+        bootstrap,
+        topics,
         rules=str(rules),
         model=str(model),
         group_id=run_id,

@@ -97,12 +97,9 @@ def fresh_topics(bootstrap: str) -> tuple[str, dict[str, str]]:
 
 def job_args(bootstrap: str, run_id: str, topics: dict[str, str], rules: Path,
              control: bool = False) -> JobArgs:  # fmt: skip
-    return JobArgs(
-        bootstrap_servers=bootstrap,
-        transactions_topic=topics["transactions"],
-        alerts_topic=topics["alerts"],
-        metrics_topic=topics["metrics"],
-        dead_letter_topic=topics["dead-letters"],
+    return JobArgs.for_topics(
+        bootstrap,
+        topics,
         rules=str(rules),
         model=str(DEFAULT_MODEL_PATH),
         control_topic=topics["control"] if control else None,

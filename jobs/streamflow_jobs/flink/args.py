@@ -84,6 +84,21 @@ class JobArgs:
         if len(set(self.windows)) != len(self.windows):
             raise ValueError(f"windows: each size once, got {self.windows}")
 
+    @classmethod
+    def for_topics(
+        cls, bootstrap_servers: str, topics: dict[str, str], **options: object
+    ) -> JobArgs:
+        """From a map of the pipeline's topics (keys ``transactions``, ``alerts``,
+        ``metrics``, ``dead-letters`` and optionally ``control``, as the operator names them)."""
+        return cls(
+            bootstrap_servers=bootstrap_servers,
+            transactions_topic=topics["transactions"],
+            alerts_topic=topics["alerts"],
+            metrics_topic=topics["metrics"],
+            dead_letter_topic=topics["dead-letters"],
+            **options,  # type: ignore[arg-type]
+        )
+
     def to_argv(self) -> list[str]:
         """The command-line form (what the renderer writes after ``-pym <module>``): every
         field whose value differs from the default, in declaration order."""

@@ -78,9 +78,8 @@ def topics(bootstrap: str, name: str) -> dict[str, str]:
 
 
 def args_for(bootstrap: str, t: dict[str, str], rules: Path, group: str) -> JobArgs:
-    return JobArgs(bootstrap, t["transactions"], t["alerts"], t["metrics"], t["dead-letters"],
-                   rules=str(rules), model=str(DEFAULT_MODEL_PATH), group_id=group,
-                   starting_offsets="earliest")  # fmt: skip
+    return JobArgs.for_topics(bootstrap, t, rules=str(rules), model=str(DEFAULT_MODEL_PATH),
+                              group_id=group, starting_offsets="earliest")  # fmt: skip
 
 
 def produce_all(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:

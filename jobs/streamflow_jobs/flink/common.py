@@ -48,6 +48,17 @@ MAX_PARALLELISM = 128  # key groups: fixed for the life of a job's state (rescal
 # Flink's KafkaSink asks for this transaction timeout; brokers allow up to 15 min by default.
 TRANSACTION_TIMEOUT_MS = 900_000
 _encode = msgspec.json.Encoder().encode
+# The first columns of bronze.transactions and bronze.fraud_alerts: the source transaction's
+# Kafka coordinates (the upsert key: a redelivery rewrites the same row) and its ids.
+SOURCE_KEY = ["kafka_topic", "kafka_partition", "kafka_offset"]
+SOURCE_COLUMNS = [
+    ("kafka_topic", "STRING"),
+    ("kafka_partition", "INT"),
+    ("kafka_offset", "BIGINT"),
+    ("transaction_id", "STRING"),
+    ("customer_id", "STRING"),
+    ("store_id", "STRING"),
+]
 
 
 def environment(job: str, parallelism: int | None = None) -> tuple[Any, Any]:

@@ -50,12 +50,7 @@ from streamflow_jobs.state import CustomerState, StateEncodingError, decode_stat
 
 JOB = "fraud-detector"
 ALERT_COLUMNS = [
-    ("kafka_topic", "STRING"),
-    ("kafka_partition", "INT"),
-    ("kafka_offset", "BIGINT"),
-    ("transaction_id", "STRING"),
-    ("customer_id", "STRING"),
-    ("store_id", "STRING"),
+    *common.SOURCE_COLUMNS,
     ("amount", "STRING"),
     ("event_time", "STRING"),
     ("score", "DOUBLE"),
@@ -65,7 +60,7 @@ ALERT_COLUMNS = [
     ("rules_version", "STRING"),
     ("model_version", "STRING"),
 ]
-ALERT_KEY = ["kafka_topic", "kafka_partition", "kafka_offset"]
+ALERT_KEY = common.SOURCE_KEY
 _encode = msgspec.json.Encoder().encode
 FLUSH_EVERY = 128  # events between two updates of the Flink counters
 LATENCY_SAMPLE = 16  # one decision in this many feeds the latency metric

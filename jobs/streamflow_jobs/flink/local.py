@@ -146,16 +146,6 @@ def stop_with_savepoint(
     return _await_savepoint(cluster, job_id, trigger["request-id"], timeout)
 
 
-def savepoint(
-    cluster: FlinkCluster, job_id: str, directory: Path | None = None, timeout: float = 180.0
-) -> str:
-    body: dict[str, Any] = {"cancel-job": False, "formatType": "CANONICAL"}
-    if directory is not None:
-        body["target-directory"] = directory.as_uri()
-    trigger = rest_json(f"{cluster.rest}/jobs/{job_id}/savepoints", "POST", body)
-    return _await_savepoint(cluster, job_id, trigger["request-id"], timeout)
-
-
 def _await_savepoint(cluster: FlinkCluster, job_id: str, request: str, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while True:

@@ -25,12 +25,7 @@ from streamflow_jobs.flink.args import POSTGRES_DSN_ENV, JobArgs, parse_args, po
 
 JOB = "transaction-processor"
 BRONZE_COLUMNS = [
-    ("kafka_topic", "STRING"),
-    ("kafka_partition", "INT"),
-    ("kafka_offset", "BIGINT"),
-    ("transaction_id", "STRING"),
-    ("customer_id", "STRING"),
-    ("store_id", "STRING"),
+    *common.SOURCE_COLUMNS,
     ("product_id", "STRING"),
     ("amount", "STRING"),
     ("currency", "STRING"),
@@ -41,7 +36,7 @@ BRONZE_COLUMNS = [
     ("schema_version", "INT"),
     ("payload", "STRING"),
 ]
-BRONZE_KEY = ["kafka_topic", "kafka_partition", "kafka_offset"]
+BRONZE_KEY = common.SOURCE_KEY
 
 
 def process(record: Any) -> tuple[tuple[Any, ...] | None, str | None, str]:
