@@ -310,3 +310,19 @@ def test_status_json_is_the_fixed_interface(
     assert shown["kafka"]["running"] is False and shown["running"] is False
     assert infra.postgres_dsn() == "postgresql://u:p@127.0.0.1:2/streamflow"
     assert (tmp_path / "state.json").stat().st_mode & 0o077 == 0  # it holds a password
+
+
+def test_window_metrics_are_exact_decimals() -> None:
+    from streamflow_jobs.flink.realtime_aggregator import (  # noqa: PLC0415
+        metric,
+        transaction_event,
+        window_start,
+    )
+
+    event = transaction_event(orjson.dumps({**VALID, "amount": "0.10"}))
+    assert event is not None and event[0] == "s1" and event[2] == 10
+    assert window_start(event[1], 60_000) == event[1] - event[1] % 60_000
+    assert window_start(-1, 60_000) == -60_000  # floor before 1970
+    row = json.loads(metric("s1", 60, 0, (3, 30, 1), 0))
+    assert (row["amount_sum"], row["amount_avg"], row["alerts"]) == ("0.30", "0.10", 1)
+    assert row["window_end"] == "1970-01-01T00:01:00+00:00"

@@ -628,6 +628,7 @@ def _flink_config(base: Path, rest_port: int, slots: int, extra: Mapping[str, st
         "heartbeat.timeout": "15000",
         "heartbeat.interval": "2000",
         "metrics.fetcher.update-interval": "1000",
+        "web.checkpoints.history": "100",
         "classloader.parent-first-patterns.additional": "pemja.;org.apache.flink.python.",
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,

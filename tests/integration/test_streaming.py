@@ -393,3 +393,47 @@ def test_parallelism_2_raises_the_same_alerts_as_parallelism_1(
     local.stop_with_savepoint(flink_cluster, job.job_id)
     detector = Detector(RulesConfig.from_yaml(rules_file), ForestScorer.load())
     assert by_id(alerts_of(bootstrap, topics["alerts"])) == by_id(reference(lines, [(0, detector)]))
+
+
+def test_the_aggregator_counts_per_store_and_window(
+    streaming: dict[str, Any], flink_cluster: infra.FlinkCluster
+) -> None:
+    bootstrap = streaming["kafka"]["bootstrap"]
+    run_id, topics = fresh_topics(bootstrap)
+    args = JobArgs.for_topics(
+        bootstrap, topics, group_id=run_id, starting_offsets="earliest", windows=(60, 300),
+        idle_timeout_ms=2000, allowed_lateness_ms=1000,
+    )  # fmt: skip
+
+    def txn(tid: str, store: str, at: str, amount: str) -> bytes:
+        return orjson.dumps({"transaction_id": tid, "customer_id": f"c-{tid}", "store_id": store,
+                             "amount": amount, "timestamp": f"2026-01-05T{at}Z"})  # fmt: skip
+
+    job = local.submit(flink_cluster, "realtime-aggregator", args, config=CHECKPOINTS)
+    local.wait_running(flink_cluster, job.job_id)
+    produce(bootstrap, topics["transactions"], [
+        txn("a", "S1", "10:00:10", "10.00"), txn("b", "S1", "10:00:20", "20.00"),
+        txn("c", "S1", "10:01:30", "30.00"), txn("d", "S2", "10:00:40", "5.50"),
+    ])  # fmt: skip
+    alert = {"transaction_id": "b", "store_id": "S1", "event_time": "2026-01-05T10:00:20+00:00"}
+    produce(bootstrap, topics["alerts"], [orjson.dumps(alert)])
+    # Much later events close the windows (the other partitions go idle after 2 s).
+    produce(bootstrap, topics["transactions"], [txn("z", "S9", "12:00:00", "1.00")])
+    produce(bootstrap, topics["alerts"], [orjson.dumps({**alert, "transaction_id": "y",
+            "store_id": "S9", "event_time": "2026-01-05T12:00:00+00:00"})])  # fmt: skip
+    wait_metric(flink_cluster, job.job_id, "windows_emitted", 5, timeout=120)
+    local.stop_with_savepoint(flink_cluster, job.job_id)
+    rows = [orjson.loads(m.value()) for m in read_topic(bootstrap, topics["metrics"], run_id)]
+    latest = {}
+    for r in rows:
+        key = (r["store_id"], r["window_seconds"], r["window_start"])
+        if key not in latest or r["revision"] > latest[key]["revision"]:
+            latest[key] = r
+    minute = {k[0]: v for k, v in latest.items() if k[1] == 60 and "T10:00" in k[2]}
+    assert (minute["S1"]["transactions"], minute["S1"]["amount_sum"], minute["S1"]["alerts"]) == (
+        2, "30.00", 1,
+    )  # fmt: skip
+    assert (minute["S2"]["transactions"], minute["S2"]["amount_avg"]) == (1, "5.50")
+    five = latest[("S1", 300, "2026-01-05T10:00:00+00:00")]
+    assert (five["transactions"], five["amount_sum"], five["alerts"]) == (3, "60.00", 1)
+    assert latest[("S1", 60, "2026-01-05T10:01:00+00:00")]["transactions"] == 1

@@ -35,6 +35,7 @@ JOB = "realtime-aggregator"
 # (store, event time ms, amount in cents, transactions 0/1, alerts 0/1)
 EVENT_TYPE = Types.ROW([Types.STRING(), Types.LONG(), Types.LONG(), Types.INT(), Types.INT()])
 _decode_alert = msgspec.json.Decoder().decode
+_CENT = Decimal("0.01")
 
 
 def transaction_event(raw: bytes | None) -> tuple[str, int, int, int, int] | None:
@@ -73,7 +74,7 @@ def window_start(ms: int, size_ms: int) -> int:
 def metric(store: str, size_s: int, start: int, totals: tuple[int, int, int], revision: int
            ) -> str:  # fmt: skip
     count, cents, alerts = totals
-    total = Decimal(cents) / 100
+    total = (Decimal(cents) / 100).quantize(_CENT)
     return msgspec.json.encode(
         {
             "store_id": store,
@@ -82,7 +83,7 @@ def metric(store: str, size_s: int, start: int, totals: tuple[int, int, int], re
             "window_end": datetime.fromtimestamp((start + size_s * 1000) / 1000, UTC).isoformat(),
             "transactions": count,
             "amount_sum": str(total),
-            "amount_avg": str((total / count).quantize(Decimal("0.01"))) if count else None,
+            "amount_avg": str((total / count).quantize(_CENT)) if count else None,
             "alerts": alerts,
             "revision": revision,
         }
