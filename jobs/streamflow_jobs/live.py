@@ -255,17 +255,23 @@ def accounted(dsn: str, topic: str) -> tuple[int, int]:
     return int(rows[0] if rows else 0), int(dead[0] if dead else 0)
 
 
-def committed_lag(bootstrap: str, group: str, topic: str) -> int:
+def committed_lag(bootstrap: str, group: str, topic: str) -> int | None:
     """Events of ``topic`` the consumer group has not committed yet (Flink commits its
-    offsets when a checkpoint completes)."""
-    from confluent_kafka import Consumer, TopicPartition  # noqa: PLC0415
+    offsets when a checkpoint completes); None while the broker cannot say (its group
+    coordinator is loading or moving: a retriable error)."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: PLC0415
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                          "enable.auto.commit": False})  # fmt: skip
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
-        committed = consumer.committed(partitions, timeout=10)
+        try:
+            committed = consumer.committed(partitions, timeout=10)
+        except KafkaException as exc:
+            if exc.args[0].retriable():
+                return None
+            raise
         lag = 0
         for tp in committed:
             _, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition),
@@ -456,8 +462,8 @@ def wait_accounted(cluster: infra.FlinkCluster, jobs: list[local.Submitted], dsn
             result.bronze_transactions, result.dead_letters = rows, dead
             return
         now = time.monotonic()
-        if (done, lag) != last:
-            last, last_change = (done, lag), now
+        if (done, lag or 0) != last:
+            last, last_change = (done, lag or 0), now
         elif now - last_change > STALL_SECONDS:
             raise LiveError(f"no progress for {STALL_SECONDS:.0f} s: {done}/{expected} lines "
                             f"accounted for, detector lag {lag}")  # fmt: skip
