@@ -255,6 +255,23 @@ def accounted(dsn: str, topic: str) -> tuple[int, int]:
     return int(rows[0] if rows else 0), int(dead[0] if dead else 0)
 
 
+def _coordinator_not_ready() -> frozenset[int]:
+    from confluent_kafka import KafkaError  # noqa: PLC0415
+
+    return frozenset(
+        {
+            KafkaError.NOT_COORDINATOR,
+            KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+            KafkaError.COORDINATOR_NOT_AVAILABLE,
+            KafkaError._TIMED_OUT,
+            KafkaError._TRANSPORT,
+        }
+    )
+
+
+_COORDINATOR_NOT_READY = _coordinator_not_ready()
+
+
 def committed_lag(bootstrap: str, group: str, topic: str) -> int | None:
     """Events of ``topic`` the consumer group has not committed yet (Flink commits its
     offsets when a checkpoint completes); None while the broker cannot say (its group
@@ -269,7 +286,8 @@ def committed_lag(bootstrap: str, group: str, topic: str) -> int | None:
         try:
             committed = consumer.committed(partitions, timeout=10)
         except KafkaException as exc:
-            if exc.args[0].retriable():
+            error = exc.args[0]
+            if error.retriable() or error.code() in _COORDINATOR_NOT_READY:
                 return None
             raise
         lag = 0
