@@ -9,7 +9,7 @@ export UV_PYTHON ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3
 DEMO := .demo
 PYTEST_ARGS ?=
 
-.PHONY: help setup postgres compile demo test lint bench schemas model crd cluster cluster-down cluster-build operator clean
+.PHONY: help setup postgres compile demo demo-replay infra-up infra-down bench-streaming test lint bench schemas model crd cluster cluster-down cluster-build operator clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -44,7 +44,7 @@ compile: jobs/streamflow_jobs/.compiled  ## compile the detector hot path with m
 
 setup: .venv/.synced jobs/streamflow_jobs/.compiled  ## install uv, the Python environment, compile
 
-demo: setup  ## generate -> train -> replay -> report (text + PNG) in .demo/
+demo-replay: setup  ## the batch demo: generate -> train -> replay -> report (text + PNG) in .demo/
 	@mkdir -p $(DEMO)
 	$(UV) run streamflow generate --events 100000 --seed 42 --output $(DEMO)/tx.jsonl \
 		--labels $(DEMO)/labels.jsonl --rules-output $(DEMO)/rules.yaml
@@ -54,6 +54,27 @@ demo: setup  ## generate -> train -> replay -> report (text + PNG) in .demo/
 		--labels $(DEMO)/labels.jsonl
 	$(UV) run streamflow report --decisions $(DEMO)/decisions.jsonl --labels $(DEMO)/labels.jsonl \
 		--output-dir $(DEMO)
+
+# The live pipeline (issue 13): Kafka -> the three Flink jobs -> alerts, then a report. Starts
+# the local infrastructure if needed (Maven jars and Debian's PostgreSQL on first use) and stops
+# what it started. DEMO_EVENTS at DEMO_RATE events/s.
+DEMO_EVENTS ?= 20000
+DEMO_RATE ?= 2000
+demo: setup postgres  ## live: generate -> Kafka -> 3 Flink jobs -> alerts -> report (.demo/)
+	@mkdir -p $(DEMO)
+	$(UV) run streamflow generate --events $(DEMO_EVENTS) --seed 42 --output $(DEMO)/tx.jsonl \
+		--labels $(DEMO)/labels.jsonl --rules-output $(DEMO)/rules.yaml
+	$(UV) run streamflow live --input $(DEMO)/tx.jsonl --alerts $(DEMO)/alerts.jsonl \
+		--dlq $(DEMO)/dead-letters.jsonl --summary $(DEMO)/live-summary.json \
+		--rules $(DEMO)/rules.yaml --rate $(DEMO_RATE)
+	$(UV) run streamflow live-report --summary $(DEMO)/live-summary.json \
+		--alerts $(DEMO)/alerts.jsonl --labels $(DEMO)/labels.jsonl --output-dir $(DEMO)
+
+infra-up: setup postgres  ## start Kafka, PostgreSQL and Flink on 127.0.0.1 (state in .infra/)
+	$(UV) run streamflow infra up
+
+infra-down:  ## stop what infra-up started
+	$(UV) run streamflow infra down
 
 # Debian's PostgreSQL for the integration tests: apt-get once (as root, or through sudo).
 postgres:
@@ -76,6 +97,10 @@ lint: setup  ## ruff (lint + format check) and mypy --strict
 bench: setup  ## measure the detector and the operator; writes docs/benchmarks.md
 	$(UV) run python -m streamflow_jobs.bench
 	$(UV) run python -m tests.e2e.bench
+	$(MAKE) bench-streaming
+
+bench-streaming: setup postgres  ## the Flink jobs: throughput, latency, checkpoints, recovery
+	$(UV) run python -m streamflow_jobs.flink.bench
 
 schemas: setup  ## regenerate the JSON Schemas of the event contracts
 	$(UV) run streamflow schemas

@@ -435,6 +435,11 @@ def crd(
         console.print(f"wrote {write_crd(path)}")
 
 
+from streamflow_jobs.cli_streaming import register as _register_streaming  # noqa: E402
+
+_register_streaming(app)
+
+
 def main() -> None:
     """The console script. A path that cannot be read or written (a missing directory, a full
     disk, no permission), or a corrupt compressed input, ends as one clear line and exit code

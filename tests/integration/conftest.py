@@ -1,90 +1,37 @@
-"""A real PostgreSQL (Debian's, installed by `make test`) shared by the whole test session.
-
-initdb into a temporary directory, start on a free port with password authentication, and hand
-each test its own fresh database. As root, PostgreSQL refuses to run: it runs as ``postgres``.
+"""Real components shared by the whole test session (one of each): PostgreSQL (Debian's,
+installed by `make test`), a Kafka broker (KRaft, from Maven jars) and a Flink session cluster
+(the apache-flink wheel's distribution). They run from temporary directories, never from the
+developer's `.infra/`, through the same code as `streamflow infra` (streamflow_jobs.infra).
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
-import socket
-import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
-
-def _bin_dir() -> Path:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
-    if not found:
-        pytest.fail("PostgreSQL is not installed: `make test` installs it (apt-get postgresql)")
-    return found[-1].parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from streamflow_jobs import infra
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A libpq URL of a superuser on a running server (database ``postgres``)."""
-    bin_dir = _bin_dir()
-    as_root = os.geteuid() == 0
-    run_as = ["runuser", "-u", "postgres", "--"] if as_root else []
-    base = Path(tempfile.mkdtemp(prefix="streamflow-pg-"))
-    data, sockets, pwfile = base / "data", base / "sock", base / "pw"
-    sockets.mkdir()
-    password = secrets.token_urlsafe(16)
-    pwfile.write_text(password)
-    if as_root:
-        shutil.chown(base, "postgres")
-        for path in (sockets, pwfile):
-            shutil.chown(path, "postgres")
-    port = _free_port()
-
-    def run(*args: str) -> None:
-        subprocess.run([*run_as, *args], check=True, capture_output=True, cwd=base)
-
-    run(
-        str(bin_dir / "initdb"),
-        "-D",
-        str(data),
-        "-U",
-        "streamflow",
-        "--auth=scram-sha-256",
-        f"--pwfile={pwfile}",
-        "--encoding=UTF8",
-        "--no-sync",
-    )
-    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
-    run(
-        str(bin_dir / "pg_ctl"),
-        "-D",
-        str(data),
-        "-o",
-        options,
-        "-l",
-        str(base / "log"),
-        "-w",
-        "start",
-    )
     try:
-        yield f"postgresql://streamflow:{password}@127.0.0.1:{port}/postgres"
+        infra.postgres_bin_dir()
+    except infra.InfraError as exc:
+        pytest.fail(str(exc))
+    base = Path(tempfile.mkdtemp(prefix="streamflow-pg-"))
+    try:
+        server = infra.start_postgres(base)
+        yield server.dsn()
     finally:
-        subprocess.run(
-            [*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            check=False,
-            capture_output=True,
-        )
+        infra.stop_postgres(base)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -97,3 +44,45 @@ def database_url(postgres_server: str) -> Iterator[str]:
     yield postgres_server.rsplit("/", 1)[0] + f"/{name}"
     with psycopg.connect(postgres_server, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """A running single-node Kafka broker (host:port)."""
+    base = Path(tempfile.mkdtemp(prefix="streamflow-kafka-"))
+    server = None
+    try:
+        server = infra.start_kafka(base)
+        yield server.bootstrap
+    finally:
+        if server is not None:
+            infra.stop_pid(server.pid)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def flink_cluster() -> Iterator[infra.FlinkCluster]:
+    """A Flink session cluster: one JobManager, two TaskManagers of two slots each."""
+    base = Path(tempfile.mkdtemp(prefix="streamflow-flink-"))
+    cluster = None
+    try:
+        cluster = infra.start_flink(base, taskmanagers=2, slots=2)
+        yield cluster
+    finally:
+        if cluster is not None:
+            infra.stop_flink(cluster)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def streaming(
+    postgres_server: str, kafka_bootstrap: str, flink_cluster: infra.FlinkCluster
+) -> dict[str, Any]:
+    """The infrastructure as `streamflow infra status --json` describes it, with a migrated
+    warehouse database."""
+    dsn = infra.ensure_database(postgres_server, "streamflow")
+    return {
+        "kafka": {"bootstrap": kafka_bootstrap},
+        "postgres": {"dsn": dsn},
+        "flink": infra.flink_state(flink_cluster),
+    }

@@ -1,0 +1,1 @@
+"""PyFlink entry points of the three StreamFlow jobs (``-pym streamflow_jobs.flink.<job>``)."""

@@ -1,0 +1,369 @@
+"""fraud-detector: transactions keyed by customer -> the core Detector -> alerts, exactly once.
+
+- **Key**: the Kafka record's key (StreamFlow's producers key by ``customer_id``), or, for a
+  record without one, the payload's ``customer_id`` read by the SQL ``JSON_VALUE``: either way
+  the key is computed on the Java side, so no Python call is spent on it. A record whose key
+  is not its own ``customer_id`` would split that customer's state: it becomes a dead letter
+  (``key_mismatch``, stage ``detect``), never a silent mis-keyed decision.
+- **State**: one ValueState per customer holding the core's versioned byte encoding (never
+  pickled); see :func:`detect` for the one place the core is called.
+- **Order**: events are decided in arrival order per customer (Kafka keeps a partition's order,
+  one customer is one partition), exactly the order ``streamflow replay`` reads a file in, so
+  both decide the same. Event time is the rules' business (the velocity window, travel speed,
+  hour of day read the event's own timestamp; late and out-of-order events are handled there).
+- **Blacklist**: the rules file's list, changed at run time by a compacted control topic
+  (``--control-topic``; key ``customer:<id>`` or ``store:<id>``, value ``true``/``false``,
+  a tombstone removes the override) through broadcast state: a change applies to every event
+  processed after it, without a restart, and survives restarts in the broadcast state.
+- **Outputs**: alerts (the same JSON as a ``streamflow replay`` decision line) to the alerts
+  topic through a transactional sink, and to ``bronze.fraud_alerts`` (upserted on the source
+  transaction's Kafka coordinates) when ``STREAMFLOW_POSTGRES_DSN`` is set.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from pyflink.common import Row, Types
+from pyflink.datastream import KeyedBroadcastProcessFunction, KeyedProcessFunction, OutputTag
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+
+from streamflow_jobs.detector import Detector
+from streamflow_jobs.events import (
+    DEAD_LETTER_PAYLOAD_LIMIT,
+    DeadLetter,
+    FraudDecision,
+    ParseFailure,
+    SourceRef,
+    Transaction,
+)
+from streamflow_jobs.flink import common
+from streamflow_jobs.flink.args import JobArgs, parse_args, postgres_dsn
+from streamflow_jobs.flink.thread_mode import install_gil_safe_walk
+from streamflow_jobs.state import CustomerState, StateEncodingError, decode_state, encode_state
+
+JOB = "fraud-detector"
+ALERT_COLUMNS = [
+    *common.SOURCE_COLUMNS,
+    ("amount", "STRING"),
+    ("event_time", "STRING"),
+    ("score", "DOUBLE"),
+    ("rules_score", "DOUBLE"),
+    ("ml_score", "DOUBLE"),
+    ("reasons", "STRING"),
+    ("rules_version", "STRING"),
+    ("model_version", "STRING"),
+]
+ALERT_KEY = common.SOURCE_KEY
+_encode = msgspec.json.Encoder().encode
+FLUSH_EVERY = 128  # events between two updates of the Flink counters
+LATENCY_SAMPLE = 16  # one decision in this many feeds the latency metric
+STATE_CACHE = 200_000  # customers whose encoded state is kept in Python (~250 bytes each)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An event the detector refuses (becomes a dead letter at stage ``detect``)."""
+
+    error_type: str
+    message: str
+
+
+def detect(
+    detector: Detector, state: bytes | None, txn: Transaction
+) -> tuple[bytes | None, FraudDecision | Rejected]:
+    """THE call into the detector core for one event (state bytes in, state bytes out).
+
+    Returns the customer's new state (None: keep the old one unchanged) and the decision, or a
+    :class:`Rejected` that becomes a dead letter. Everything the streaming path asks of the core
+    goes through here, so a change of the core's per-event API is a change of this function.
+    """
+    try:
+        customer = decode_state(state) if state else CustomerState()
+    except StateEncodingError as exc:
+        return None, Rejected("state_unreadable", f"customer state: {exc}")
+    decision = detector.decide(txn, detector.evaluate(customer, txn))
+    return encode_state(customer), decision
+
+
+def parse_control(key: bytes | None, value: bytes | None) -> tuple[str, str, bool | None] | None:
+    """A control record -> (kind, id, listed; None = remove the override), or None if it is not
+    one (counted, ignored: a control topic is written by operators, not by traffic)."""
+    if key is None:
+        return None
+    kind, sep, ident = bytes(key).decode("utf-8", errors="replace").partition(":")
+    if not sep or kind not in ("customer", "store") or not ident or len(ident) > 128:
+        return None
+    if value is None:
+        return kind, ident, None
+    text = bytes(value).decode("utf-8", errors="replace").strip().lower()
+    if text in ("true", "1", "listed", '{"listed": true}', '{"listed":true}'):
+        return kind, ident, True
+    if text in ("false", "0", "unlisted", '{"listed": false}', '{"listed":false}'):
+        return kind, ident, False
+    return None
+
+
+def blacklist(
+    base_customers: Sequence[str], base_stores: Sequence[str], overrides: Iterator[tuple[str, str]]
+) -> tuple[set[str], set[str]]:
+    """The effective blacklist: the rules file's lists with the control topic's overrides
+    (``kind:id`` -> ``"true"``/``"false"``) applied."""
+    customers, stores = set(base_customers), set(base_stores)
+    for entry, listed in overrides:
+        kind, _, ident = entry.partition(":")
+        target = customers if kind == "customer" else stores
+        if listed == "true":
+            target.add(ident)
+        else:
+            target.discard(ident)
+    return customers, stores
+
+
+def alert_row(decision: FraudDecision, record: Any) -> tuple[Any, ...]:
+    return (
+        record[1],
+        record[2],
+        record[3],
+        decision.transaction_id,
+        decision.customer_id,
+        decision.store_id,
+        str(decision.amount),
+        decision.event_time.isoformat(),
+        decision.score,
+        decision.rules_score,
+        decision.ml_score,
+        _encode(decision.reasons).decode("utf-8"),
+        decision.rules_version,
+        decision.model_version,
+    )
+
+
+def load_detector(args: JobArgs) -> Detector:
+    from streamflow_jobs.model.forest import ForestScorer  # noqa: PLC0415
+    from streamflow_jobs.rules.config import RulesConfig  # noqa: PLC0415
+
+    return Detector(RulesConfig.from_yaml(args.rules), ForestScorer.load(args.model))
+
+
+DEAD_TAG = OutputTag("dead-letters", Types.STRING())
+BRONZE_TAG = OutputTag("bronze-alerts", common.row_type(ALERT_COLUMNS))
+CONTROL_STATE = MapStateDescriptor("blacklist-overrides", Types.STRING(), Types.STRING())
+
+
+class _Detect:
+    """The fraud-detector's function; two Flink flavours below (with and without control)."""
+
+    def __init__(self, args: JobArgs, to_bronze: bool) -> None:
+        self.args = args
+        self.to_bronze = to_bronze
+
+    def open(self, runtime_context: Any) -> None:
+        install_gil_safe_walk()  # before the model's first score (see thread_mode.py)
+        self.detector = load_detector(self.args)
+        config = self.detector.rules.blacklist
+        self.base_blacklist = (list(config.customers), list(config.stores))
+        # Bytes kept as a latin-1 STRING: ValueState of a byte array is broken in PyFlink 2.2.1
+        # thread mode (MISSION.md); latin-1 maps each byte to one character and back.
+        self.state = runtime_context.get_state(
+            ValueStateDescriptor("customer-state", Types.STRING())
+        )
+        self.metrics_context = runtime_context
+        self.count = common.counters(
+            runtime_context,
+            ["events_in", "decisions", "alerts", "dead_letters", "invalid_skipped",
+             "decision_latency_ms_sum", "decision_latency_samples", "control_records",
+             "control_ignored"],
+        )  # fmt: skip
+        self.per_code: dict[str, Any] = {}
+        # The per-event counts are kept in Python and handed to Flink's counters every
+        # FLUSH_EVERY events: each counter call crosses into Java (~1 us).
+        self.pending_in = self.pending_decisions = self.latency_sum = self.latency_n = 0
+        self.cache: dict[str, str] = {}
+
+    def _counter(self, name: str) -> Any:
+        counter = self.per_code.get(name)
+        if counter is None:
+            counter = self.per_code[name] = common.counters(self.metrics_context, [name])[name]
+        return counter
+
+    def flush_counts(self) -> None:
+        count = self.count
+        count["events_in"](self.pending_in)
+        count["decisions"](self.pending_decisions)
+        count["decision_latency_ms_sum"](self.latency_sum)
+        count["decision_latency_samples"](self.latency_n)
+        self.pending_in = self.pending_decisions = self.latency_sum = self.latency_n = 0
+
+    def close(self) -> None:
+        if hasattr(self, "count"):
+            self.flush_counts()
+
+    def handle(self, value: Any, key: str) -> Iterator[Any]:
+        self.pending_in += 1
+        if self.pending_in >= FLUSH_EVERY:
+            self.flush_counts()
+        record = value
+        raw = record[0]
+        parsed = common.parse(bytes(raw)) if raw is not None else None
+        if parsed is None or isinstance(parsed, ParseFailure):
+            self.count["invalid_skipped"](1)  # the transaction-processor dead-letters it
+            return
+        txn = parsed.transaction
+        if txn.customer_id != key:
+            message = f"the record's key {key!r} is not its customer_id {txn.customer_id!r}"
+            yield from self._reject(Rejected("key_mismatch", message), raw, record)
+            return
+        # A write-through copy of this subtask's states: only this subtask changes them, and
+        # a restart starts a new, empty copy. Saves a Java call per event for known customers.
+        cache = self.cache
+        stored = cache.get(key)
+        if stored is None:
+            stored = self.state.value()
+        new_state, result = detect(
+            self.detector, stored.encode("latin-1") if stored is not None else None, txn
+        )
+        if isinstance(result, Rejected):
+            yield from self._reject(result, raw, record)
+            return
+        if new_state is not None:
+            text = new_state.decode("latin-1")
+            self.state.update(text)
+            if len(cache) >= STATE_CACHE:
+                cache.clear()
+            cache[key] = text
+        self.pending_decisions += 1
+        if not self.pending_decisions % LATENCY_SAMPLE:  # reading the Instant is a Java call
+            produced = common.epoch_ms(record[4])
+            if produced:
+                self.latency_sum += max(0, int(time.time() * 1000) - produced)
+                self.latency_n += 1
+        if result.is_alert:
+            self.count["alerts"](1)
+            for reason in result.reasons:
+                self._counter(f"alerts_{reason.code.replace('-', '_')}")(1)
+            yield _encode(result).decode("utf-8")
+            if self.to_bronze:
+                yield BRONZE_TAG, Row(*alert_row(result, record))
+
+    def _reject(self, rejected: Rejected, raw: bytes, record: Any) -> Iterator[Any]:
+        self.count["dead_letters"](1)
+        self._counter(f"dead_letters_{rejected.error_type}")(1)
+        letter = DeadLetter(
+            error_type=rejected.error_type,
+            error_message=rejected.message,
+            stage="detect",
+            source=SourceRef(kind="kafka", topic=record[1], partition=record[2], offset=record[3]),
+            payload=bytes(raw)[:DEAD_LETTER_PAYLOAD_LIMIT].decode(
+                "utf-8", errors="backslashreplace"
+            ),
+            payload_bytes=len(raw),
+            payload_truncated=len(raw) > DEAD_LETTER_PAYLOAD_LIMIT,
+            failed_at=datetime.now(UTC),
+        )
+        yield DEAD_TAG, common.encode_json(letter)
+
+
+class DetectKeyed(_Detect, KeyedProcessFunction):  # type: ignore[misc]
+    def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        yield from self.handle(value, ctx.get_current_key())
+
+
+class DetectWithControl(_Detect, KeyedBroadcastProcessFunction):  # type: ignore[misc]
+    def open(self, runtime_context: Any) -> None:
+        super().open(runtime_context)
+        self.applied = -1
+        self.changes = 0  # bumped by every control record this subtask applies
+
+    def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        if self.applied != self.changes:
+            # First event after a (re)start or a change: rebuild from the broadcast state
+            # (restored with the checkpoint), so a restart keeps every override.
+            overrides = list(ctx.get_broadcast_state(CONTROL_STATE).items())
+            customers, stores = blacklist(*self.base_blacklist, iter(overrides))
+            self.detector.evaluator.set_blacklist(customers, stores)
+            self.applied = self.changes
+        yield from self.handle(value, ctx.get_current_key())
+
+    def process_broadcast_element(self, value: Any, ctx: Any) -> None:
+        self.count["control_records"](1)
+        entry = parse_control(value[0], value[1])
+        if entry is None:
+            self.count["control_ignored"](1)
+            return
+        kind, ident, listed = entry
+        state = ctx.get_broadcast_state(CONTROL_STATE)
+        if listed is None:
+            state.remove(f"{kind}:{ident}")
+        else:
+            state.put(f"{kind}:{ident}", "true" if listed else "false")
+        self.changes += 1
+
+
+def build(env: Any, t_env: Any, args: JobArgs, dsn: str | None) -> None:
+    # Read the files at submission: a bad rules file or model fails the submission, not the
+    # running job; every TaskManager then loads the same files.
+    load_detector(args)
+    source = keyed_source(t_env, args)
+    if args.control_topic is None:
+        decided = source.process(DetectKeyed(args, dsn is not None), output_type=Types.STRING())
+    else:
+        control = common.kafka_source(
+            t_env, args, args.control_topic, JOB, name="control", starting="earliest"
+        ).broadcast(CONTROL_STATE)
+        decided = source.connect(control).process(
+            DetectWithControl(args, dsn is not None), output_type=Types.STRING()
+        )
+    decided = decided.name("detect").uid("detect")
+    decided.sink_to(common.kafka_sink(args, args.alerts_topic, JOB, "alerts")).name(
+        "alerts-to-kafka"
+    ).uid("alerts-to-kafka")
+    if dsn is not None:
+        common.jdbc_sink_table(
+            t_env, "bronze_alerts", "bronze.fraud_alerts", ALERT_COLUMNS, ALERT_KEY, dsn
+        )
+        statements = t_env.create_statement_set()
+        statements.add_insert(
+            "bronze_alerts", t_env.from_data_stream(decided.get_side_output(BRONZE_TAG))
+        )
+        statements.attach_as_datastream()
+    from streamflow_jobs.flink.transaction_processor import dead_letters  # noqa: PLC0415
+
+    dead_letters(decided.get_side_output(DEAD_TAG), args, dsn, JOB)
+
+
+def keyed_source(t_env: Any, args: JobArgs) -> Any:
+    """The transactions, keyed by customer on the Java side: ``Row(key, Row(value, topic,
+    partition, offset, produced))``."""
+    common.kafka_table(t_env, args, args.transactions_topic, JOB, name="transactions_raw")
+    table = t_env.sql_query(
+        "SELECT COALESCE(CAST(`k` AS STRING), "
+        "JSON_VALUE(CAST(`v` AS STRING), '$.customer_id'), '') AS customer, "
+        "ROW(`v`, `topic`, `partition`, `offset`, `produced`) AS rec FROM `transactions_raw`"
+    )
+    record_type = Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.STRING(), Types.INT(),
+                             Types.LONG(), Types.INSTANT()])  # fmt: skip
+    # A RowTypeInfo stream (the keyed Python operator refuses to_data_stream's ExternalTypeInfo).
+    stream = t_env.to_append_stream(table, Types.ROW([Types.STRING(), record_type]))
+    return common.key_by_first_field(stream, Types.STRING(), record_type)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv, prog=JOB)
+    env, t_env = common.environment(JOB)
+    build(env, t_env, args, postgres_dsn())
+    env.execute(f"streamflow-{JOB}")
+
+
+if __name__ == "__main__":
+    # Run the importable module's main, not __main__'s: cloudpickle ships functions of
+    # __main__ by value (with their globals), those of a module by reference.
+    from streamflow_jobs.flink.fraud_detector import main as _main
+
+    _main()
