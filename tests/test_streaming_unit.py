@@ -234,7 +234,7 @@ def test_the_per_event_call_matches_the_core_one_event_at_a_time(
     objects: dict[str, CustomerState] = {}
     for raw in events.read_bytes().splitlines()[:2000]:
         txn = parse_transaction(raw).transaction  # type: ignore[union-attr]
-        state, decision = detect(detector, encoded.get(txn.customer_id), txn)
+        state, decision, _ = detect(detector, encoded.get(txn.customer_id), txn)
         assert state is not None
         encoded[txn.customer_id] = state
         obj = objects.setdefault(txn.customer_id, CustomerState())
@@ -247,7 +247,7 @@ def test_unreadable_state_is_rejected_not_raised() -> None:
     from streamflow_jobs.flink.fraud_detector import Rejected, detect  # noqa: PLC0415
 
     txn = parse_transaction(orjson.dumps(VALID)).transaction  # type: ignore[union-attr]
-    state, result = detect(Detector(RulesConfig(), None), b"\x09garbage", txn)
+    state, result, _ = detect(Detector(RulesConfig(), None), b"\x09garbage", txn)
     assert state is None and isinstance(result, Rejected)
     assert result.error_type == "state_unreadable"
 

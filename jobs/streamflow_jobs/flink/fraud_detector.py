@@ -76,20 +76,26 @@ class Rejected:
 
 
 def detect(
-    detector: Detector, state: bytes | None, txn: Transaction
-) -> tuple[bytes | None, FraudDecision | Rejected]:
+    detector: Detector, state: bytes | None, txn: Transaction, now_ms: int | None = None
+) -> tuple[bytes | None, FraudDecision | Rejected, bool]:
     """THE call into the detector core for one event (state bytes in, state bytes out).
 
-    Returns the customer's new state (None: keep the old one unchanged) and the decision, or a
-    :class:`Rejected` that becomes a dead letter. Everything the streaming path asks of the core
-    goes through here, so a change of the core's per-event API is a change of this function.
+    Returns the customer's new state (None: keep the old one unchanged), the decision or a
+    :class:`Rejected` that becomes a dead letter, and whether the decision is a duplicate's
+    (the first decision of a transaction seen again: already published, not published twice).
+    ``now_ms`` turns on the core's clock check (events too far ahead of processing time).
     """
     try:
         customer = decode_state(state) if state else CustomerState()
     except StateEncodingError as exc:
-        return None, Rejected("state_unreadable", f"customer state: {exc}")
-    decision = detector.decide(txn, detector.evaluate(customer, txn))
-    return encode_state(customer), decision
+        return None, Rejected("state_unreadable", f"customer state: {exc}"), False
+    detection = detector.process(customer, txn, now_ms)
+    if detection.failure is not None:
+        return None, Rejected(detection.failure.error_type, detection.failure.message), False
+    assert detection.decision is not None  # noqa: S101 - no failure means a decision
+    if detection.duplicate:
+        return None, detection.decision, True  # the state did not change
+    return encode_state(customer), detection.decision, False
 
 
 def parse_control(key: bytes | None, value: bytes | None) -> tuple[str, str, bool | None] | None:
@@ -167,6 +173,10 @@ class _Detect:
     def open(self, runtime_context: Any) -> None:
         install_gil_safe_walk()  # before the model's first score (see thread_mode.py)
         self.detector = load_detector(self.args)
+        # The clock check (dead letter `timestamp_in_future`) runs only where the job says so:
+        # production; `streamflow live` replays history and keeps it off.
+        self.clock_check = self.args.max_clock_skew_seconds > 0
+        self.detector.max_clock_skew_ms = self.args.max_clock_skew_seconds * 1000
         config = self.detector.rules.blacklist
         self.base_blacklist = (list(config.customers), list(config.stores))
         # Bytes kept as a latin-1 STRING: ValueState of a byte array is broken in PyFlink 2.2.1
@@ -179,7 +189,7 @@ class _Detect:
             runtime_context,
             ["events_in", "decisions", "alerts", "dead_letters", "invalid_skipped",
              "decision_latency_ms_sum", "decision_latency_samples", "control_records",
-             "control_ignored"],
+             "control_ignored", "duplicates"],
         )  # fmt: skip
         self.per_code: dict[str, Any] = {}
         # The per-event counts are kept in Python and handed to Flink's counters every
@@ -226,8 +236,9 @@ class _Detect:
         stored = cache.get(key)
         if stored is None:
             stored = self.state.value()
-        new_state, result = detect(
-            self.detector, stored.encode("latin-1") if stored is not None else None, txn
+        now_ms = int(time.time() * 1000) if self.clock_check else None
+        new_state, result, duplicate = detect(
+            self.detector, stored.encode("latin-1") if stored is not None else None, txn, now_ms
         )
         if isinstance(result, Rejected):
             yield from self._reject(result, raw, record)
@@ -244,6 +255,9 @@ class _Detect:
             if produced:
                 self.latency_sum += max(0, int(time.time() * 1000) - produced)
                 self.latency_n += 1
+        if duplicate:
+            self.count["duplicates"](1)
+            return
         if result.is_alert:
             self.count["alerts"](1)
             for reason in result.reasons:
