@@ -336,6 +336,11 @@ def crd(
         console.print(f"wrote {write_crd(path)}")
 
 
+from streamflow_jobs.warehouse.cli import register as _register_warehouse  # noqa: E402
+
+_register_warehouse(app)
+
+
 def main() -> None:
     """The console script. A path that cannot be read or written (a missing directory, a full
     disk, no permission) ends as one clear line and exit code 2, never a traceback."""

@@ -1,0 +1,46 @@
+{#- Two small tables dbt itself keeps (on-run-start, idempotent):
+    silver.watermarks: per incremental model, the newest silver `_loaded_at` it has consumed;
+      advanced in the model's own transaction (post-hook), so a failed or skipped model reads
+      the same rows again next time: nothing is skipped, nothing counted twice.
+    silver.quality_results: one row per check per dbt invocation, with the measured value. -#}
+{% macro streamflow_bookkeeping() %}
+create schema if not exists silver;
+create table if not exists silver.watermarks (
+    model      text        primary key,
+    loaded_at  timestamptz not null,
+    updated_at timestamptz not null default now()
+);
+create table if not exists silver.quality_results (
+    invocation_id  text        not null,
+    checked_at     timestamptz not null default now(),
+    check_name     text        not null,
+    relation       text,
+    column_name    text,
+    severity       text,
+    status         text        not null,
+    measured_value numeric,
+    unit           text        not null,
+    threshold      text,
+    message        text,
+    primary key (invocation_id, check_name)
+);
+create index if not exists quality_results_checked_at on silver.quality_results (checked_at);
+{% endmacro %}
+
+{#- The newest upstream `_loaded_at` this model has consumed ('-infinity' before its first run). -#}
+{% macro watermark() -%}
+(select coalesce(max(loaded_at), '-infinity'::timestamptz) from silver.watermarks
+  where model = '{{ this.schema }}.{{ this.identifier }}')
+{%- endmacro %}
+
+{#- Post-hook: record that everything `upstreams` held when this model ran is consumed. -#}
+{% macro advance_watermark(upstreams) -%}
+insert into silver.watermarks (model, loaded_at)
+select '{{ this.schema }}.{{ this.identifier }}',
+       coalesce(greatest(
+       {%- for u in upstreams %}
+           (select max(_loaded_at) from {{ u }}){{ "," if not loop.last }}
+       {%- endfor %}
+       ), '-infinity'::timestamptz)
+on conflict (model) do update set loaded_at = excluded.loaded_at, updated_at = now()
+{%- endmacro %}
