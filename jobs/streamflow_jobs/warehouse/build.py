@@ -14,6 +14,8 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -174,6 +176,28 @@ class BuildReport:
         what = "quality gate failed" if failed_checks else "build failed"
         return f"{what}: " + "; ".join(parts)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "reason": None if self.ok else self.reason(),
+            "applied_migrations": self.applied_migrations,
+            "models": len(self.of("model")),
+            "checks": {s: len(self.of("test", s)) for s in ("pass", "warn", "fail", "error")},
+            "seconds": {
+                "total": round(self.seconds_total, 3),
+                "migrations": round(self.seconds_migrations, 3),
+                "dbt": round(self.seconds_dbt, 3),
+                "dbt_startup": round(self.seconds_startup, 3),
+                "nodes": round(self.seconds_nodes, 3),
+                "models": round(self.seconds_models, 3),
+                "checks": round(self.seconds_tests, 3),
+            },
+            "nodes": [
+                {"name": n.name, "kind": n.kind, "status": n.status, "seconds": round(n.seconds, 3)}
+                for n in self.nodes
+            ],
+        }
+
     def summary(self) -> str:
         models = self.of("model")
         tests = self.of("test")
@@ -247,6 +271,55 @@ def run_dbt(args: list[str], dsn: str, threads: int | None = None) -> tuple[Any,
     return result, started
 
 
+def manifest() -> Path:
+    """dbt's manifest of this project (``dbt parse``, no database needed), cached per content of
+    the project and dbt version: what the Airflow DAG renders its tasks from, so parsing the DAG
+    file costs a file read, not a dbt run, once the manifest exists."""
+    import dbt.version  # noqa: PLC0415
+
+    digest = hashlib.sha256(dbt.version.__version__.encode())
+    for path in sorted(DBT_PROJECT_DIR.rglob("*")):
+        rel = path.relative_to(DBT_PROJECT_DIR)
+        if path.is_file() and rel.parts[0] not in ("target", "logs"):
+            digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
+    base = Path(os.environ.get("STREAMFLOW_CACHE", Path.home() / ".cache" / "streamflow"))
+    out = base / "dbt" / f"manifest-{digest.hexdigest()[:16]}" / "manifest.json"
+    if out.is_file():
+        return out
+    out.parent.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".manifest-", dir=out.parent.parent))
+    # Parsing reads the profile but never connects: placeholder connection values.
+    env = dbt_environment("postgresql://parse@localhost:5432/parse")
+    with _environment(env):
+        from dbt.cli.main import dbtRunner  # noqa: PLC0415
+
+        result = dbtRunner().invoke(
+            [
+                "parse",
+                "--quiet",
+                "--no-partial-parse",
+                "--project-dir",
+                str(DBT_PROJECT_DIR),
+                "--profiles-dir",
+                str(DBT_PROJECT_DIR),
+                "--target-path",
+                str(work),
+                "--log-path",
+                str(work),
+            ]
+        )
+    if not result.success:
+        shutil.rmtree(work, ignore_errors=True)
+        raise WarehouseError(f"dbt parse failed: {result.exception}")
+    try:
+        (work / "manifest.json").rename(work / "ready.json")
+        out.parent.mkdir(exist_ok=True)
+        (work / "ready.json").replace(out)  # a concurrent parse wrote the same content
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
 @contextlib.contextmanager
 def exclusive(dsn: str) -> Iterator[None]:
     """Hold the warehouse's advisory lock on this database (waits for a running build)."""
@@ -256,6 +329,32 @@ def exclusive(dsn: str) -> Iterator[None]:
             yield
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+
+
+def check(dsn: str, quiet: bool = True) -> BuildReport:
+    """``dbt test``: every data test and source check on what is built, nothing rebuilt."""
+    report = BuildReport()
+    clock = time.perf_counter()
+    connection_params(dsn)
+    result, started = run_dbt(["test", *(["--quiet"] if quiet else [])], dsn)
+    _finish(report, result, started, clock)
+    return report
+
+
+def _finish(report: BuildReport, result: Any, started: float, clock: float) -> None:
+    report.nodes = _nodes(result.result)
+    if not result.success and result.exception is not None:
+        first = str(result.exception).strip().splitlines()
+        report.error = f"dbt: {first[0] if first else type(result.exception).__name__}"
+    elif not result.success and not report.blocking:
+        report.error = "dbt failed (see the log above)"
+    span = _span(report.nodes)
+    if span:
+        report.seconds_startup = span[0] - started
+        report.seconds_nodes = span[1] - span[0]
+    report.seconds_models = sum(n.seconds for n in report.of("model"))
+    report.seconds_tests = sum(n.seconds for n in report.of("test"))
+    report.seconds_total = time.perf_counter() - clock
 
 
 def build(
@@ -286,17 +385,5 @@ def build(
         dbt_clock = time.perf_counter()
         result, started = run_dbt(args, dsn, threads)
         report.seconds_dbt = time.perf_counter() - dbt_clock
-    report.nodes = _nodes(result.result)
-    if not result.success and result.exception is not None:
-        first = str(result.exception).strip().splitlines()
-        report.error = f"dbt: {first[0] if first else type(result.exception).__name__}"
-    elif not result.success and not report.blocking:
-        report.error = "dbt build failed (see the log above)"
-    span = _span(report.nodes)
-    if span:
-        report.seconds_startup = span[0] - started
-        report.seconds_nodes = span[1] - span[0]
-    report.seconds_models = sum(n.seconds for n in report.of("model"))
-    report.seconds_tests = sum(n.seconds for n in report.of("test"))
-    report.seconds_total = time.perf_counter() - clock
+    _finish(report, result, started, clock)
     return report

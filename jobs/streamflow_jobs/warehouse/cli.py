@@ -41,6 +41,9 @@ def build_command(
         list[str] | None, typer.Option(help="Only these dbt nodes (dbt --select syntax)")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="dbt's own log")] = False,
+    summary: Annotated[
+        Path | None, typer.Option(help="Write what ran, with timings, as JSON here")
+    ] = None,
 ) -> None:
     """Apply the migrations, then build silver and gold with dbt (models and quality checks).
     Exits 1 with the failing checks named when a blocking check fails."""
@@ -50,6 +53,12 @@ def build_command(
         report = build(_dsn(dsn), select=select, quiet=not verbose)
     except WarehouseError as exc:
         raise _fail(str(exc)) from exc
+    if summary is not None:
+        import orjson  # noqa: PLC0415
+
+        tmp = summary.with_name(f".{summary.name}.tmp")
+        tmp.write_bytes(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2))
+        tmp.replace(summary)
     if report.applied_migrations:
         console.print(f"applied migrations: {', '.join(report.applied_migrations)}")
     for node in report.of("test", "warn"):

@@ -44,3 +44,7 @@ select '{{ this.schema }}.{{ this.identifier }}',
        ), '-infinity'::timestamptz)
 on conflict (model) do update set loaded_at = excluded.loaded_at, updated_at = now()
 {%- endmacro %}
+
+{%- macro lock_this() -%}
+select pg_advisory_xact_lock(hashtext('streamflow.dbt:{{ this.schema }}.{{ this.identifier }}'))
+{%- endmacro %}
