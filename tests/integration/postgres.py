@@ -1,6 +1,7 @@
-"""A throwaway PostgreSQL (Debian's): initdb into a temporary directory, start on a free port
-with password authentication, remove on exit. The integration tests' session server and the
-warehouse benchmark use it. As root, PostgreSQL refuses to run: it runs as ``postgres``."""
+"""A throwaway PostgreSQL (Debian's) for the warehouse benchmark when no database is given:
+initdb into a temporary directory, start on a free port with password authentication, remove on
+exit (the same recipe as the integration tests' session server in conftest.py). As root,
+PostgreSQL refuses to run: it runs as ``postgres``."""
 
 from __future__ import annotations
 
