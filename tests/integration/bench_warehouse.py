@@ -1,7 +1,7 @@
 """`make bench`: the warehouse's build times, into docs/benchmarks.md (section "warehouse").
 
 1,000,000 generated transactions (and the detector's alerts on them) are loaded into bronze as
-the streaming jobs write them, as if they had arrived over the previous day; then
+the streaming jobs write them, as if streamed over a day (ingested_at spread over it); then
 `streamflow warehouse build` (the real command, in a subprocess) builds silver and gold from
 nothing; 10,000 more transactions arrive and the same command runs again (incremental); a last
 run finds nothing new. Each run's own figures (dbt start-up, model and check time) come from
@@ -28,7 +28,7 @@ import psycopg
 
 from streamflow_jobs.bench import write_section
 from streamflow_jobs.migrate import discover, migrate
-from tests.integration.bronze import Bronze, make_world
+from tests.integration.bronze import Bronze, World, make_world
 from tests.integration.postgres import temporary_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,21 +62,25 @@ def cli_build(dsn: str, name: str) -> tuple[float, dict[str, Any]]:
     return wall, result
 
 
-def load(dsn: str, events: int) -> tuple[int, int, int]:
-    print(f"generating {events + INCREMENT:,} events and the detector's decisions...", flush=True)
-    world = make_world(events + INCREMENT, seed=42, customers=1000)
-    bronze = Bronze(dsn)
-    base, extra = world.events[:events], world.events[events:]
+def load(dsn: str, world: World, bronze: Bronze, events: int) -> tuple[int, int]:
+    """The history, streamed over the day before: bronze rows' ingested_at spread evenly over
+    24 hours (as a stream writes them; the alerts a moment after their transactions)."""
+    base = world.events[:events]
     ids = {e.txn.transaction_id for e in base}
-    yesterday = datetime.now(UTC) - timedelta(days=1)
+    start = datetime.now(UTC) - timedelta(days=2)
+    step = timedelta(days=1) / max(1, len(base))
+    arrived = {e.txn.transaction_id: start + i * step for i, e in enumerate(base)}
+    txns = [(*row[:-1], arrived[row[3]]) for row in bronze.transaction_rows(base)]
+    alerts = [a for a in world.alerts if a.transaction_id in ids]
+    alert_rows = [
+        (*row[:-1], arrived[row[3]] + timedelta(milliseconds=50))
+        for row in bronze.alert_rows(alerts)
+    ]
     print("loading bronze...", flush=True)
-    bronze.write(
-        bronze.transaction_rows(base, yesterday),
-        bronze.alert_rows((a for a in world.alerts if a.transaction_id in ids), yesterday),
-    )
+    bronze.write(txns, alert_rows)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
-    return len(base), len([a for a in world.alerts if a.transaction_id in ids]), len(extra)
+    return len(base), len(alerts)
 
 
 def main() -> None:
@@ -97,20 +101,14 @@ def main() -> None:
 
 def run(dsn: str, events: int) -> None:
     migrate(dsn, discover())
-    loaded, alerts, _ = load(dsn, events)
+    print(f"generating {events + INCREMENT:,} events and the detector's decisions...", flush=True)
+    # 300 days from the generator's start (January 2026): all of it before "now", as history is.
+    world = make_world(events + INCREMENT, seed=42, customers=1000, days=300)
+    bronze = Bronze(dsn)
+    loaded, alerts = load(dsn, world, bronze, events)
     print("full build...", flush=True)
     full_wall, full = cli_build(dsn, "full")
-    # The next 10,000 arrive now (the alerts of earlier transactions among them).
-    world = make_world(events + INCREMENT, seed=42, customers=1000)
-    bronze = Bronze(dsn)
-    bronze.offsets = {}
-    with psycopg.connect(dsn) as conn:
-        for topic, partition, offset in conn.execute(
-            "SELECT kafka_topic, kafka_partition, max(kafka_offset) FROM bronze.transactions"
-            " GROUP BY 1, 2 UNION ALL SELECT kafka_topic, kafka_partition, max(kafka_offset)"
-            " FROM bronze.fraud_alerts GROUP BY 1, 2"
-        ):
-            bronze.offsets[(topic, partition)] = offset + 1
+    # The next 10,000 arrive now, with their alerts.
     extra = world.events[events:]
     extra_ids = {e.txn.transaction_id for e in extra}
     bronze.write(
@@ -143,8 +141,9 @@ def run(dsn: str, events: int) -> None:
             f"{cpu}, {os.cpu_count()} cores (shared with other work), PostgreSQL "
             f"{server_version(dsn)} (Debian's, default settings, fsync on), dbt "
             f"{dbt_version()}, 4 dbt threads. Bronze: {loaded:,} generated transactions "
-            f"(seed 42, 1,000 customers) and the detector's {alerts:,} alerts on them, loaded "
-            "as the streaming jobs write them; then 10,000 more arrive. Each figure is one run "
+            f"(seed 42, 1,000 customers, 300 days) and the detector's {alerts:,} alerts on them, "
+            "loaded as the streaming jobs write them; then 10,000 more arrive. Each figure is "
+            "one run "
             "of the real command, `streamflow warehouse build --dsn ...` (migrations, then "
             f"`dbt build`: {full['models']} models and "
             f"{sum(full['checks'].values())} checks).",

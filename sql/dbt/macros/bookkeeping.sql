@@ -48,3 +48,4 @@ on conflict (model) do update set loaded_at = excluded.loaded_at, updated_at = n
 {%- macro lock_this() -%}
 select pg_advisory_xact_lock(hashtext('streamflow.dbt:{{ this.schema }}.{{ this.identifier }}'))
 {%- endmacro %}
+
