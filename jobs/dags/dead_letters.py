@@ -6,7 +6,7 @@ bronze.dead_letter_redrives. Wiring only: streamflow_jobs.warehouse.dead_letters
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, task
@@ -17,25 +17,29 @@ from streamflow_jobs.warehouse import orchestration as o
 DAG_ID = "dead_letters"
 
 with DAG(
-    DAG_ID,
-    schedule="@hourly",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=o.default_args(),
-    deadline=o.deadline(DAG_ID, minutes=30),
-    params={
-        "threshold": Param(100, type="integer", minimum=0, description="per error type, per hour"),
-        "window_minutes": Param(60, type="integer", minimum=1),
-        "redrive": Param(True, type="boolean"),
-        "error_types": Param([], type="array", description="only these types; empty: all"),
-        "kafka_bootstrap": Param(os.environ.get("STREAMFLOW_KAFKA_BOOTSTRAP", ""), type="string"),
-        "topic": Param(
-            os.environ.get("STREAMFLOW_TRANSACTIONS_TOPIC", "transactions"), type="string"
-        ),
-    },
-    tags=["streamflow", "warehouse"],
-    doc_md=__doc__,
+    **o.dag_args(
+        DAG_ID,
+        "@hourly",
+        deadline_minutes=30,
+        doc=__doc__,
+        params={
+            "threshold": Param(
+                100,
+                type="integer",
+                minimum=0,
+                description="dead letters per error type within the window",
+            ),
+            "window_minutes": Param(60, type="integer", minimum=1),
+            "redrive": Param(True, type="boolean"),
+            "error_types": Param([], type="array", description="only these types; empty: all"),
+            "kafka_bootstrap": Param(
+                os.environ.get("STREAMFLOW_KAFKA_BOOTSTRAP", ""), type="string"
+            ),
+            "topic": Param(
+                os.environ.get("STREAMFLOW_TRANSACTIONS_TOPIC", "transactions"), type="string"
+            ),
+        },
+    )
 ):
 
     @task

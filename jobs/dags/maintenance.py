@@ -4,7 +4,7 @@ streamflow_jobs.warehouse.retention."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, task
@@ -14,21 +14,18 @@ from streamflow_jobs.warehouse import orchestration as o
 DAG_ID = "maintenance"
 
 with DAG(
-    DAG_ID,
-    schedule="@daily",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=o.default_args(),
-    deadline=o.deadline(DAG_ID, minutes=120),
-    # The FraudPipeline's topics.*.retentionHours (defaults: 7, 30 and 30 days).
-    params={
-        "transactions_hours": Param(168, type="integer", minimum=1),
-        "fraud_alerts_hours": Param(720, type="integer", minimum=1),
-        "dead_letters_hours": Param(720, type="integer", minimum=1),
-    },
-    tags=["streamflow", "warehouse"],
-    doc_md=__doc__,
+    **o.dag_args(
+        DAG_ID,
+        "@daily",
+        deadline_minutes=120,
+        doc=__doc__,
+        # The FraudPipeline's topics.*.retentionHours (defaults: 7, 30 and 30 days).
+        params={
+            "transactions_hours": Param(168, type="integer", minimum=1),
+            "fraud_alerts_hours": Param(720, type="integer", minimum=1),
+            "dead_letters_hours": Param(720, type="integer", minimum=1),
+        },
+    )
 ):
 
     @task

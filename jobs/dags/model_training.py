@@ -7,7 +7,6 @@ ml.model_candidates) only if it is not worse. Promotion is a human change of the
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +18,27 @@ from streamflow_jobs.warehouse import orchestration as o
 DAG_ID = "model_training"
 
 with DAG(
-    DAG_ID,
-    schedule="@weekly",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=o.default_args(retries=1),
-    deadline=o.deadline(DAG_ID, minutes=180),
-    params={
-        "days": Param(30, type="number", exclusiveMinimum=0, description="history to use"),
-        "holdout_days": Param(7, type="number", exclusiveMinimum=0, description="backtest window"),
-        "seed": Param(7, type="integer"),
-        "tolerance": Param(0.005, type="number", minimum=0),
-        # The live model and rules (the FraudPipeline's mounted files); empty: shipped defaults.
-        "live_model": Param(os.environ.get("STREAMFLOW_LIVE_MODEL", ""), type="string"),
-        "rules": Param(os.environ.get("STREAMFLOW_RULES", ""), type="string"),
-        "workdir": Param(
-            os.environ.get("STREAMFLOW_TRAINING_DIR", "/tmp/streamflow-training"), type="string"
-        ),
-    },
-    tags=["streamflow", "model"],
-    doc_md=__doc__,
+    **o.dag_args(
+        DAG_ID,
+        "@weekly",
+        deadline_minutes=180,
+        doc=__doc__,
+        retries=1,
+        params={
+            "days": Param(30, type="number", exclusiveMinimum=0, description="history to use"),
+            "holdout_days": Param(
+                7, type="number", exclusiveMinimum=0, description="backtest window"
+            ),
+            "seed": Param(7, type="integer"),
+            "tolerance": Param(0.005, type="number", minimum=0),
+            # The live model and rules (the FraudPipeline's mounted files); empty: shipped defaults.
+            "live_model": Param(os.environ.get("STREAMFLOW_LIVE_MODEL", ""), type="string"),
+            "rules": Param(os.environ.get("STREAMFLOW_RULES", ""), type="string"),
+            "workdir": Param(
+                os.environ.get("STREAMFLOW_TRAINING_DIR", "/tmp/streamflow-training"), type="string"
+            ),
+        },
+    )
 ):
 
     def _dir(params: dict[str, Any], run_id: str) -> Path:

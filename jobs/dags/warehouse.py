@@ -4,8 +4,6 @@ the run fails (the quality gate). The SQL is sql/dbt; this file is wiring only."
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from airflow.sdk import DAG, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import InvocationMode, LoadMode, TestBehavior, TestIndirectSelection
@@ -52,15 +50,12 @@ def layer(name: str) -> DbtTaskGroup:
 
 
 with DAG(
-    DAG_ID,
-    schedule="@hourly",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=o.default_args(),
-    deadline=o.deadline(DAG_ID, minutes=45),
-    tags=["streamflow", "warehouse"],
-    doc_md=__doc__,
+    **o.dag_args(
+        DAG_ID,
+        "@hourly",
+        deadline_minutes=45,
+        doc=__doc__,
+    )
 ):
 
     @task

@@ -89,3 +89,29 @@ def dbt_manifest() -> Path:
     from streamflow_jobs.warehouse.build import manifest  # noqa: PLC0415
 
     return manifest()
+
+
+def dag_args(
+    dag_id: str,
+    schedule: str,
+    deadline_minutes: int,
+    doc: str | None,
+    retries: int = 3,
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What every StreamFlow DAG is declared with: one run at a time, no catch-up, retries with
+    backoff and the failure callback, a deadline alert."""
+    from datetime import datetime  # noqa: PLC0415
+
+    return {
+        "dag_id": dag_id,
+        "schedule": schedule,
+        "start_date": datetime(2026, 1, 1),
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": default_args(retries),
+        "deadline": deadline(dag_id, deadline_minutes),
+        "params": params or {},
+        "tags": ["streamflow"],
+        "doc_md": doc,
+    }
