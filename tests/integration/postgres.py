@@ -38,9 +38,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def temporary_server(fsync: bool = False) -> Iterator[str]:
+def temporary_server(fsync: bool = False, settings: dict[str, str] | None = None) -> Iterator[str]:
     """A libpq URL of a superuser on a running server (database ``postgres``). Tests run
-    without fsync (nothing to keep); the benchmark keeps it, as a real server does."""
+    without fsync (nothing to keep); the benchmark keeps it, as a real server does. The server's
+    log is ``<data_directory>/../log``."""
     bin_dir = installed()
     as_root = os.geteuid() == 0
     run_as = ["runuser", "-u", "postgres", "--"] if as_root else []
@@ -69,8 +70,12 @@ def temporary_server(fsync: bool = False) -> Iterator[str]:
         "--encoding=UTF8",
         "--no-sync",
     )
-    options = (
-        f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync={'on' if fsync else 'off'}"
+    options = " ".join(
+        [
+            f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1",
+            f"-c fsync={'on' if fsync else 'off'}",
+            *(f"-c {k}={v}" for k, v in (settings or {}).items()),
+        ]
     )
     run(
         str(bin_dir / "pg_ctl"),

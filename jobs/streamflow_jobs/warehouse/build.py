@@ -147,7 +147,6 @@ class BuildReport:
     seconds_nodes: float = 0.0  # first node started -> last node finished (wall clock)
     seconds_models: float = 0.0  # the models' own execution times, added up
     seconds_tests: float = 0.0  # the checks' own execution times, added up
-    seconds_freshness: float = 0.0  # dbt source freshness, a second invocation
     seconds_total: float = 0.0
 
     def of(self, kind: str, *statuses: str) -> list[NodeResult]:
@@ -192,7 +191,6 @@ class BuildReport:
                 "nodes": round(self.seconds_nodes, 3),
                 "models": round(self.seconds_models, 3),
                 "checks": round(self.seconds_tests, 3),
-                "freshness": round(self.seconds_freshness, 3),
             },
             "nodes": [
                 {"name": n.name, "kind": n.kind, "status": n.status, "seconds": round(n.seconds, 3)}
@@ -210,8 +208,7 @@ class BuildReport:
             f"{counts['fail']} fail, {counts['error']} error) in {self.seconds_total:.1f} s "
             f"(migrations {self.seconds_migrations:.2f} s, dbt start-up "
             f"{self.seconds_startup:.2f} s, nodes {self.seconds_nodes:.2f} s: models "
-            f"{self.seconds_models:.2f} s + checks {self.seconds_tests:.2f} s of work, "
-            f"source freshness {self.seconds_freshness:.2f} s)"
+            f"{self.seconds_models:.2f} s + checks {self.seconds_tests:.2f} s of work)"
         )
 
 
@@ -341,20 +338,7 @@ def check(dsn: str, quiet: bool = True) -> BuildReport:
     connection_params(dsn)
     result, started = run_dbt(["test", *(["--quiet"] if quiet else [])], dsn)
     _finish(report, result, started, clock)
-    _freshness(report, dsn, quiet)
     return report
-
-
-def _freshness(report: BuildReport, dsn: str, quiet: bool) -> None:
-    """``dbt source freshness`` (warnings only: a quiet stream is worth knowing about, never a
-    reason to stop building what did arrive); its results join the report."""
-    if report.error is not None:
-        return
-    clock = time.perf_counter()
-    result, _ = run_dbt(["source", "freshness", *(["--quiet"] if quiet else [])], dsn)
-    report.nodes += [n for n in _nodes(result.result) if n.kind == "source"]
-    report.seconds_freshness = time.perf_counter() - clock
-    report.seconds_total += report.seconds_freshness
 
 
 def _finish(report: BuildReport, result: Any, started: float, clock: float) -> None:
@@ -402,5 +386,4 @@ def build(
         result, started = run_dbt(args, dsn, threads)
         report.seconds_dbt = time.perf_counter() - dbt_clock
     _finish(report, result, started, clock)
-    _freshness(report, dsn, quiet)
     return report

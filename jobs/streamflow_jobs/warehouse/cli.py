@@ -63,8 +63,6 @@ def build_command(
         console.print(f"applied migrations: {', '.join(report.applied_migrations)}")
     for node in report.of("test", "warn"):
         console.print(f"[yellow]warning:[/] {node.name}: {node.message}", highlight=False)
-    for node in report.of("source", "warn", "error", "runtime error"):
-        console.print(f"[yellow]warning:[/] bronze.{node.name}: nothing new for over an hour")
     if not report.ok:
         raise _fail(report.reason(), code=1)
     console.print(f"warehouse built: {report.summary()}", highlight=False)

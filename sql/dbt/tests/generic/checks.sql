@@ -23,3 +23,15 @@ select * from {{ model }} where not ({{ expression }})
 select {{ column_name }} from {{ model }}
 where {{ column_name }} > {{ loaded_column }} + interval '{{ var("max_clock_skew") }}'
 {% endtest %}
+
+{#- Freshness as a data test, so it runs inside `dbt build` (no second dbt invocation): the age
+    of the newest row in seconds is the measured value; an empty table counts as stale. -#}
+{% test fresh_within(model, column_name, hours) %}
+{{ config(severity="warn",
+          fail_calc="coalesce(max(age_seconds), 0)",
+          warn_if="> " ~ (hours * 3600) | int,
+          error_if="> " ~ (hours * 3600) | int,
+          meta={"unit": "seconds", "threshold": hours * 3600}) }}
+select coalesce(extract(epoch from now() - max({{ column_name }})), 1e9)::bigint as age_seconds
+from {{ model }}
+{% endtest %}
