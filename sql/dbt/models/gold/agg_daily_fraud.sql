@@ -17,18 +17,27 @@ with touched as (
         select event_time from {{ ref('fraud_alerts') }} where _loaded_at > {{ watermark() }}
     ) as arrived
 )
-{% endif %}
 
+select d.day, s.transactions, s.alerts, s.amount_total, s.alert_amount_total
+from touched as d
+cross join lateral (
+    select
+        count(*) as transactions,
+        count(*) filter (where f.is_alert) as alerts,
+        sum(f.amount) as amount_total,
+        coalesce(sum(f.amount) filter (where f.is_alert), 0) as alert_amount_total
+    from {{ ref('fact_transactions') }} as f
+    where f.event_time >= d.day::timestamp at time zone 'UTC'
+      and f.event_time < (d.day + 1)::timestamp at time zone 'UTC'
+) as s
+where s.transactions > 0
+{% else %}
 select
-    {% if is_incremental() %}d.day{% else %}(f.event_time at time zone 'UTC')::date{% endif %} as day,
+    (event_time at time zone 'UTC')::date as day,
     count(*) as transactions,
-    count(*) filter (where f.is_alert) as alerts,
-    sum(f.amount) as amount_total,
-    coalesce(sum(f.amount) filter (where f.is_alert), 0) as alert_amount_total
-from {{ ref('fact_transactions') }} as f
-{% if is_incremental() %}
-join touched as d
-  on f.event_time >= d.day::timestamp at time zone 'UTC'
- and f.event_time < (d.day + 1)::timestamp at time zone 'UTC'
-{% endif %}
+    count(*) filter (where is_alert) as alerts,
+    sum(amount) as amount_total,
+    coalesce(sum(amount) filter (where is_alert), 0) as alert_amount_total
+from {{ ref('fact_transactions') }}
 group by 1
+{% endif %}

@@ -18,19 +18,30 @@ with touched as (
         select store_id, event_time from {{ ref('fraud_alerts') }} where _loaded_at > {{ watermark() }}
     ) as arrived
 )
-{% endif %}
 
+-- One index range scan of the fact table per touched hour (LATERAL): the planner cannot know
+-- how few pairs a build touches, and would otherwise scan and group the whole table.
+select h.store_id, h.hour_start, s.transactions, s.amount_total, s.amount_avg, s.alerts
+from touched as h
+cross join lateral (
+    select
+        count(*) as transactions,
+        sum(f.amount) as amount_total,
+        round(avg(f.amount), 2) as amount_avg,
+        count(*) filter (where f.is_alert) as alerts
+    from {{ ref('fact_transactions') }} as f
+    where f.store_id = h.store_id
+      and f.event_time >= h.hour_start and f.event_time < h.hour_start + interval '1 hour'
+) as s
+where s.transactions > 0
+{% else %}
 select
-    f.store_id,
-    {% if is_incremental() %}h.hour_start{% else %}date_trunc('hour', f.event_time, 'UTC'){% endif %} as hour_start,
+    store_id,
+    date_trunc('hour', event_time, 'UTC') as hour_start,
     count(*) as transactions,
-    sum(f.amount) as amount_total,
-    round(avg(f.amount), 2) as amount_avg,
-    count(*) filter (where f.is_alert) as alerts
-from {{ ref('fact_transactions') }} as f
-{% if is_incremental() %}
-join touched as h
-  on f.store_id = h.store_id
- and f.event_time >= h.hour_start and f.event_time < h.hour_start + interval '1 hour'
-{% endif %}
+    sum(amount) as amount_total,
+    round(avg(amount), 2) as amount_avg,
+    count(*) filter (where is_alert) as alerts
+from {{ ref('fact_transactions') }}
 group by 1, 2
+{% endif %}

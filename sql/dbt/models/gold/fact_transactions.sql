@@ -22,8 +22,26 @@ with changed as (
     select transaction_id from {{ ref('fraud_alerts') }}
     where _loaded_at > {{ watermark() }} and transaction_found
 )
-{% endif %}
 
+-- Look-ups by transaction_id (LATERAL): a build touches a few rows of a large table, which the
+-- planner cannot know from the watermark comparison, and would otherwise hash the whole table.
+select
+    t.transaction_id,
+    t.customer_id,
+    t.store_id,
+    t.amount,
+    t.event_time,
+    a.transaction_id is not null as is_alert,
+    a.score
+from changed as c
+cross join lateral (
+    select * from {{ ref('transactions') }} as t where t.transaction_id = c.transaction_id
+) as t
+left join lateral (
+    select transaction_id, score from {{ ref('fraud_alerts') }} as a
+    where a.transaction_id = c.transaction_id
+) as a on true
+{% else %}
 select
     t.transaction_id,
     t.customer_id,
@@ -33,7 +51,5 @@ select
     a.transaction_id is not null as is_alert,
     a.score
 from {{ ref('transactions') }} as t
-{% if is_incremental() %}
-join changed as c on c.transaction_id = t.transaction_id
-{% endif %}
 left join {{ ref('fraud_alerts') }} as a on a.transaction_id = t.transaction_id
+{% endif %}
