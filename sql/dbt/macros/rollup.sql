@@ -18,7 +18,7 @@ with batch as (
     from {{ ref('transactions') }}
     where {{ key }} is not null
     {% if is_incremental() %}
-      and _loaded_at > {{ watermark() }}
+      and {{ since_watermark() }}
     {% endif %}
     group by {{ key }}
 )

@@ -12,9 +12,9 @@
 with touched as (
     select distinct (event_time at time zone 'UTC')::date as day
     from (
-        select event_time from {{ ref('transactions') }} where _loaded_at > {{ watermark() }}
+        select event_time from {{ ref('transactions') }} where {{ since_watermark() }}
         union all
-        select event_time from {{ ref('fraud_alerts') }} where _loaded_at > {{ watermark() }}
+        select event_time from {{ ref('fraud_alerts') }} where {{ since_watermark() }}
     ) as arrived
 )
 

@@ -13,9 +13,9 @@
 with touched as (
     select distinct store_id, date_trunc('hour', event_time, 'UTC') as hour_start
     from (
-        select store_id, event_time from {{ ref('transactions') }} where _loaded_at > {{ watermark() }}
+        select store_id, event_time from {{ ref('transactions') }} where {{ since_watermark() }}
         union all
-        select store_id, event_time from {{ ref('fraud_alerts') }} where _loaded_at > {{ watermark() }}
+        select store_id, event_time from {{ ref('fraud_alerts') }} where {{ since_watermark() }}
     ) as arrived
 )
 

@@ -31,5 +31,5 @@ select
     transaction_found
 from {{ ref('fraud_alerts') }}
 {% if is_incremental() %}
-where _loaded_at > {{ watermark() }}
+where {{ since_watermark() }}
 {% endif %}

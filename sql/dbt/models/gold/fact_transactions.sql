@@ -17,10 +17,10 @@
 {% if is_incremental() %}
 with changed as (
     -- New transactions, and older ones whose alert arrived since.
-    select transaction_id from {{ ref('transactions') }} where _loaded_at > {{ watermark() }}
+    select transaction_id from {{ ref('transactions') }} where {{ since_watermark() }}
     union
     select transaction_id from {{ ref('fraud_alerts') }}
-    where _loaded_at > {{ watermark() }} and transaction_found
+    where {{ since_watermark() }} and transaction_found
 )
 
 -- Look-ups by transaction_id (LATERAL): a build touches a few rows of a large table, which the
