@@ -67,3 +67,18 @@ select pg_advisory_xact_lock(hashtext('streamflow.dbt:{{ this.schema }}.{{ this.
     ({{ column }} > {{ watermark() }}
     {%- if known %} and {{ column }} > '{{ known }}'::timestamptz{% endif %})
 {%- endmacro %}
+
+{#- Bronze rows loaded since this model's newest, less the look-back (see `ingest_lookback`).
+    Like since_watermark: a constant for the planner, the subquery for exactness. -#}
+{% macro since_last_load(column='ingested_at') -%}
+    {%- set known = none -%}
+    {%- if execute -%}
+        {%- set found = run_query("select max(ingested_at)::text from " ~ this) -%}
+        {%- set known = found.columns[0].values()[0] -%}
+    {%- endif -%}
+    ({{ column }} >= (select coalesce(max(ingested_at), '-infinity'::timestamptz) from {{ this }})
+                     - interval '{{ var("ingest_lookback") }}'
+    {%- if known %}
+     and {{ column }} >= '{{ known }}'::timestamptz - interval '{{ var("ingest_lookback") }}'
+    {%- endif %})
+{%- endmacro %}

@@ -15,8 +15,7 @@
 with arrived as (
     select * from {{ ref('stg_fraud_alerts') }} as s
     {% if is_incremental() %}
-    where ingested_at >= (select coalesce(max(ingested_at), '-infinity'::timestamptz) from {{ this }})
-                         - interval '{{ var("ingest_lookback") }}'
+    where {{ since_last_load() }}
       and not exists (select 1 from {{ this }} as a where a.transaction_id = s.transaction_id)
     {% endif %}
 ),

@@ -16,8 +16,7 @@
 with arrived as (
     select * from {{ ref('stg_transactions') }}
     {% if is_incremental() %}
-    where ingested_at >= (select coalesce(max(ingested_at), '-infinity'::timestamptz) from {{ this }})
-                         - interval '{{ var("ingest_lookback") }}'
+    where {{ since_last_load() }}
     {% endif %}
 ),
 
