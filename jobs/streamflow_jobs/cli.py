@@ -438,6 +438,9 @@ def crd(
 from streamflow_jobs.cli_streaming import register as _register_streaming  # noqa: E402
 
 _register_streaming(app)
+from streamflow_jobs.warehouse.cli import register as _register_warehouse  # noqa: E402
+
+_register_warehouse(app)
 
 
 def main() -> None:

@@ -56,7 +56,8 @@ def test_applies_every_migration_once_then_is_up_to_date(
     shipped = discover()
     assert shipped and shipped[0].file == "0001_medallion_bronze.sql"
     assert run_main(monkeypatch, database_url) == 0
-    assert "applied 1 migration(s): 0001_medallion_bronze.sql" in capsys.readouterr().out
+    names = ", ".join(m.file for m in shipped)
+    assert f"applied {len(shipped)} migration(s): {names}" in capsys.readouterr().out
     assert ledger(database_url) == [(m.version, m.name) for m in shipped]
     with psycopg.connect(database_url) as conn:
         schemas = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace").fetchall()}
@@ -67,7 +68,7 @@ def test_applies_every_migration_once_then_is_up_to_date(
             ).fetchall()
         }
     assert {"bronze", "silver", "gold"} <= schemas
-    assert tables == {"transactions", "fraud_alerts", "dead_letters"}
+    assert {"transactions", "fraud_alerts", "dead_letters"} <= tables
     assert run_main(monkeypatch, database_url) == 0
     assert "up to date" in capsys.readouterr().out
     assert ledger(database_url) == [(m.version, m.name) for m in shipped]
@@ -310,7 +311,7 @@ def test_the_operators_migrations_job_command_migrates_a_real_database(
         container["command"], env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert "applied 1 migration(s)" in done.stdout
+    assert f"applied {len(discover())} migration(s)" in done.stdout
     assert ledger(database_url) == [(m.version, m.name) for m in discover()]
 
 
