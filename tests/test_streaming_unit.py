@@ -82,10 +82,13 @@ def test_the_renderers_arguments_parse_with_the_jobs_parser() -> None:
         argv = d["spec"]["job"]["args"]
         module = argv[argv.index("-pym") + 1]
         assert module.startswith("streamflow_jobs.flink.")
-        args = parse_args(argv[argv.index("-pym") + 2 :])
-        assert args.rules == "/etc/streamflow/rules/rules.yaml"
+        job = module.rsplit(".", 1)[1].replace("_", "-")
+        args = parse_args(argv[argv.index("-pym") + 2 :], prog=job)  # its required topics too
+        detector = job == "fraud-detector"
+        assert args.rules == ("/etc/streamflow/rules/rules.yaml" if detector else None)
+        assert args.max_clock_skew_seconds == (300 if detector else 0)  # production: clock on
         assert args.transactions_topic.endswith("transactions")
-        assert parse_args(args.to_argv()) == args
+        assert parse_args(args.to_argv(), prog=job) == args
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from streamflow_jobs.replay import is_fraud_pattern, load_labels
+from streamflow_jobs.labels import load_labels
 
 
 def build_live_report(summary_path: Path, alerts_path: Path, labels_path: Path,
@@ -21,12 +21,13 @@ def build_live_report(summary_path: Path, alerts_path: Path, labels_path: Path,
 
     summary: dict[str, Any] = orjson.loads(summary_path.read_bytes())
     labels = load_labels(labels_path)
-    fraud_ids = {i for i, n in enumerate(labels.names) if is_fraud_pattern(n)}
+    fraud_ids = {i for i, c in enumerate(labels.classes) if c.is_fraud}
     alerts = [orjson.loads(x) for x in alerts_path.read_bytes().splitlines() if x.strip()]
     alerted = {a["transaction_id"] for a in alerts}
     fraud = {t for t, label in labels.by_id.items() if label in fraud_ids}
     tp = len(alerted & fraud)
     per_pattern: dict[str, tuple[int, int]] = {}
+    fraud_names = {c.name for c in labels.classes if c.is_fraud}
     for t, label in labels.by_id.items():
         name = labels.names[label]
         hit, total = per_pattern.get(name, (0, 0))
@@ -59,7 +60,7 @@ def build_live_report(summary_path: Path, alerts_path: Path, labels_path: Path,
         lines.append("  (ML score only)")
     lines += ["", "per pattern: alerted / events"]
     for name, (hit, total) in sorted(per_pattern.items()):
-        kind = "recall" if is_fraud_pattern(name) else "alert rate"
+        kind = "recall" if name in fraud_names else "alert rate"
         lines.append(f"  {name:<22} {hit:>6} / {total:<7} {kind} {hit / max(1, total):.3f}")
     text = "\n".join(lines) + "\n"
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ def build_live_report(summary_path: Path, alerts_path: Path, labels_path: Path,
     codes = sorted(by_rule)
     left.bar(codes, [by_rule[c] for c in codes], color="#c0392b")
     left.set_title(f"alerts by rule ({len(alerts)} alerts)")
-    patterns = [n for n in sorted(per_pattern) if is_fraud_pattern(n)]
+    patterns = [n for n in sorted(per_pattern) if n in fraud_names]
     right.barh(patterns, [per_pattern[n][0] / max(1, per_pattern[n][1]) for n in patterns],
                color="#2980b9")  # fmt: skip
     right.set_xlim(0, 1)

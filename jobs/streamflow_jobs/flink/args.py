@@ -27,6 +27,13 @@ _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _BOOTSTRAP = re.compile(r"^[^\s,]+:\d{1,5}(,[^\s,]+:\d{1,5})*$")
 StartingOffsets = Literal["committed", "earliest", "latest"]
 _STARTING: tuple[StartingOffsets, ...] = ("committed", "earliest", "latest")
+# The topics (besides transactions) each job needs: the operator's renderer gives each job these
+# and no others (render/flink.py's JOB_DEFS is built from this table).
+JOB_TOPICS: dict[str, tuple[str, ...]] = {
+    "transaction-processor": ("dead_letter_topic",),
+    "fraud-detector": ("alerts_topic", "dead_letter_topic"),
+    "realtime-aggregator": ("alerts_topic", "metrics_topic"),
+}
 
 
 @dataclass(frozen=True)
@@ -35,11 +42,13 @@ class JobArgs:
 
     bootstrap_servers: str
     transactions_topic: str
-    alerts_topic: str
-    metrics_topic: str
-    dead_letter_topic: str
-    rules: str = RULES_PATH
-    model: str = MODEL_PATH
+    # Each job is given only the topics it uses (JOB_TOPICS); the others stay None.
+    alerts_topic: str | None = None
+    metrics_topic: str | None = None
+    dead_letter_topic: str | None = None
+    # The fraud-detector's rules and model files (None: the mount paths the operator uses).
+    rules: str | None = None
+    model: str | None = None
     # Compacted topic of blacklist entries (fraud-detector); none: the rules file's list only.
     control_topic: str | None = None
     # Consumer group prefix; a job appends its own name (offsets are also in Flink's state).
@@ -64,10 +73,15 @@ class JobArgs:
         if not _BOOTSTRAP.match(self.bootstrap_servers):
             raise ValueError(f"bootstrap servers: expected host:port[,host:port], got "
                              f"{self.bootstrap_servers!r}")  # fmt: skip
-        for name in ("transactions_topic", "alerts_topic", "metrics_topic", "dead_letter_topic"):
-            _check_topic(name, getattr(self, name))
-        if self.control_topic is not None:
-            _check_topic("control_topic", self.control_topic)
+        for name in (
+            "transactions_topic",
+            "alerts_topic",
+            "metrics_topic",
+            "dead_letter_topic",
+            "control_topic",
+        ):
+            if getattr(self, name) is not None:
+                _check_topic(name, getattr(self, name))
         if self.starting_offsets not in _STARTING:
             raise ValueError(f"starting offsets: one of {_STARTING}, got {self.starting_offsets!r}")
         for name in (
@@ -93,9 +107,9 @@ class JobArgs:
         return cls(
             bootstrap_servers=bootstrap_servers,
             transactions_topic=topics["transactions"],
-            alerts_topic=topics["alerts"],
-            metrics_topic=topics["metrics"],
-            dead_letter_topic=topics["dead-letters"],
+            alerts_topic=topics.get("alerts"),
+            metrics_topic=topics.get("metrics"),
+            dead_letter_topic=topics.get("dead-letters"),
             **options,  # type: ignore[arg-type]
         )
 
@@ -138,11 +152,11 @@ def parser(prog: str = "streamflow-job") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="A StreamFlow Flink job.")
     p.add_argument("--bootstrap-servers", required=True)
     p.add_argument("--transactions-topic", required=True)
-    p.add_argument("--alerts-topic", required=True)
-    p.add_argument("--metrics-topic", required=True)
-    p.add_argument("--dead-letter-topic", required=True)
-    p.add_argument("--rules", default=RULES_PATH)
-    p.add_argument("--model", default=MODEL_PATH)
+    p.add_argument("--alerts-topic", default=None)
+    p.add_argument("--metrics-topic", default=None)
+    p.add_argument("--dead-letter-topic", default=None)
+    p.add_argument("--rules", default=None)
+    p.add_argument("--model", default=None)
     p.add_argument("--control-topic", default=None)
     p.add_argument("--group-id", default="streamflow")
     p.add_argument("--starting-offsets", choices=_STARTING, default="committed")
@@ -159,10 +173,21 @@ def parse_args(argv: Sequence[str], prog: str = "streamflow-job") -> JobArgs:
     """Parse a job's argv; an invalid value exits 2 with one line naming it (argparse's way)."""
     p = parser(prog)
     namespace = p.parse_args(list(argv))
+    for name in JOB_TOPICS.get(prog, ()):
+        if getattr(namespace, name) is None:
+            p.error(f"the following arguments are required: --{name.replace('_', '-')}")
     try:
         return JobArgs(**vars(namespace))
     except ValueError as exc:
         p.error(str(exc))
+
+
+def topic(args: JobArgs, name: str) -> str:
+    """A topic the job requires (checked by :func:`parse_args`; a programming error if not)."""
+    value = getattr(args, name)
+    if value is None:
+        raise ValueError(f"--{name.replace('_', '-')} is required by this job")
+    return str(value)
 
 
 def postgres_dsn(environ: dict[str, str] | None = None) -> str | None:

@@ -44,7 +44,14 @@ from streamflow_jobs.events import (
     Transaction,
 )
 from streamflow_jobs.flink import common
-from streamflow_jobs.flink.args import JobArgs, parse_args, postgres_dsn
+from streamflow_jobs.flink.args import (
+    MODEL_PATH,
+    RULES_PATH,
+    JobArgs,
+    parse_args,
+    postgres_dsn,
+    topic,
+)
 from streamflow_jobs.flink.thread_mode import install_gil_safe_walk
 from streamflow_jobs.state import CustomerState, StateEncodingError, decode_state, encode_state
 
@@ -92,7 +99,7 @@ def detect(
     detection = detector.process(customer, txn, now_ms)
     if detection.failure is not None:
         return None, Rejected(detection.failure.error_type, detection.failure.message), False
-    assert detection.decision is not None  # noqa: S101 - no failure means a decision
+    assert detection.decision is not None
     if detection.duplicate:
         return None, detection.decision, True  # the state did not change
     return encode_state(customer), detection.decision, False
@@ -155,7 +162,9 @@ def load_detector(args: JobArgs) -> Detector:
     from streamflow_jobs.model.forest import ForestScorer  # noqa: PLC0415
     from streamflow_jobs.rules.config import RulesConfig  # noqa: PLC0415
 
-    return Detector(RulesConfig.from_yaml(args.rules), ForestScorer.load(args.model))
+    return Detector(
+        RulesConfig.from_yaml(args.rules or RULES_PATH), ForestScorer.load(args.model or MODEL_PATH)
+    )
 
 
 DEAD_TAG = OutputTag("dead-letters", Types.STRING())
@@ -335,7 +344,7 @@ def build(env: Any, t_env: Any, args: JobArgs, dsn: str | None) -> None:
             DetectWithControl(args, dsn is not None), output_type=Types.STRING()
         )
     decided = decided.name("detect").uid("detect")
-    decided.sink_to(common.kafka_sink(args, args.alerts_topic, JOB, "alerts")).name(
+    decided.sink_to(common.kafka_sink(args, topic(args, "alerts_topic"), JOB, "alerts")).name(
         "alerts-to-kafka"
     ).uid("alerts-to-kafka")
     if dsn is not None:

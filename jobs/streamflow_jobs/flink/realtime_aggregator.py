@@ -29,7 +29,7 @@ from pyflink.datastream.state import MapStateDescriptor
 
 from streamflow_jobs.events import ParseFailure
 from streamflow_jobs.flink import common
-from streamflow_jobs.flink.args import JobArgs, parse_args
+from streamflow_jobs.flink.args import JobArgs, parse_args, topic
 
 JOB = "realtime-aggregator"
 # (store, event time ms, amount in cents, transactions 0/1, alerts 0/1)
@@ -175,11 +175,11 @@ def build(env: Any, t_env: Any, args: JobArgs) -> None:
         .with_timestamp_assigner(EventTime())
     )
     streams = []
-    for alerts, topic, name in (
+    for alerts, source_topic, name in (
         (False, args.transactions_topic, "transactions"),
-        (True, args.alerts_topic, "alerts"),
+        (True, topic(args, "alerts_topic"), "alerts"),
     ):
-        source = common.kafka_source(t_env, args, topic, JOB, name=name)
+        source = common.kafka_source(t_env, args, source_topic, JOB, name=name)
         streams.append(
             source.process(ToEvent(alerts), output_type=EVENT_TYPE)
             .name(f"{name}-events")
@@ -195,7 +195,7 @@ def build(env: Any, t_env: Any, args: JobArgs) -> None:
         .process(Windows(args.windows, args.allowed_lateness_ms), output_type=Types.STRING())
         .name("windows")
         .uid("windows")
-        .sink_to(common.kafka_sink(args, args.metrics_topic, JOB, "metrics"))
+        .sink_to(common.kafka_sink(args, topic(args, "metrics_topic"), JOB, "metrics"))
         .name("metrics-to-kafka")
         .uid("metrics-to-kafka")
     )

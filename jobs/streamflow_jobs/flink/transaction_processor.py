@@ -21,7 +21,7 @@ from pyflink.datastream import MapFunction, OutputTag, ProcessFunction
 
 from streamflow_jobs.events import ParseFailure
 from streamflow_jobs.flink import common
-from streamflow_jobs.flink.args import POSTGRES_DSN_ENV, JobArgs, parse_args, postgres_dsn
+from streamflow_jobs.flink.args import POSTGRES_DSN_ENV, JobArgs, parse_args, postgres_dsn, topic
 
 JOB = "transaction-processor"
 BRONZE_COLUMNS = [
@@ -156,7 +156,7 @@ def dead_letters(stream: Any, args: JobArgs, dsn: str | None, job: str) -> None:
         .name("dead-letters-to-bronze")
         .uid("dead-letters-to-bronze")
         .start_new_chain()
-        .sink_to(common.kafka_sink(args, args.dead_letter_topic, job, "dead-letters"))
+        .sink_to(common.kafka_sink(args, topic(args, "dead_letter_topic"), job, "dead-letters"))
         .name("dead-letters-to-kafka")
         .uid("dead-letters-to-kafka")
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -42,17 +41,13 @@ class WarehouseError(RuntimeError):
 
 
 def local_dsn() -> str:
-    """The DSN of the database `streamflow infra up` runs (its state file, the same JSON as
-    `streamflow infra status --json`)."""
-    base = os.environ.get("STREAMFLOW_INFRA_DIR")
-    state = Path(base) / "state.json" if base else REPO_ROOT / ".infra" / "state.json"
+    """The DSN of the database `streamflow infra up` runs."""
+    from streamflow_jobs.infra import InfraError, postgres_dsn  # noqa: PLC0415
+
     try:
-        dsn = json.loads(state.read_text("utf-8"))["postgres"]["dsn"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return postgres_dsn()
+    except (InfraError, KeyError, TypeError) as exc:
         raise WarehouseError(NO_LOCAL_DATABASE) from exc
-    if not isinstance(dsn, str) or not dsn:
-        raise WarehouseError(NO_LOCAL_DATABASE)
-    return dsn
 
 
 def connection_params(dsn: str) -> dict[str, str]:

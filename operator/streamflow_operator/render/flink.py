@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streamflow_jobs.flink.args import JOB_TOPICS, MODEL_PATH, RULES_PATH, JobArgs
 from streamflow_operator.render import Manifest, Meta, metadata
 from streamflow_operator.render.kafka import kafka_namespace, topic_name
 from streamflow_operator.render.model import (
@@ -26,17 +27,14 @@ from streamflow_operator.spec import FlinkJobSpec, FraudPipelineSpec
 PYFLINK_JAR = {"v1_20": "1.20.3", "v2_0": "2.0.1", "v2_1": "2.1.1", "v2_2": "2.2.1"}
 RULES_DIR = "/etc/streamflow/rules"
 MODEL_DIR = "/etc/streamflow/model"
-RULES_PATH = f"{RULES_DIR}/rules.yaml"
-MODEL_PATH = f"{MODEL_DIR}/model.json"
 DSN_ENV = "STREAMFLOW_POSTGRES_DSN"
-# Argument of each topic, in the order the args list them.
-TOPIC_ARGS = (
-    ("transactions", "--transactions-topic"),
-    ("alerts", "--alerts-topic"),
-    ("metrics", "--metrics-topic"),
-    ("dead-letters", "--dead-letter-topic"),
-    ("control", "--control-topic"),
-)
+# The pipeline's topic names (render/kafka.py) and the job argument each is given as.
+TOPIC_FIELDS = {
+    "alerts": "alerts_topic",
+    "metrics": "metrics_topic",
+    "dead-letters": "dead_letter_topic",
+    "control": "control_topic",
+}
 
 
 @dataclass(frozen=True)
@@ -54,16 +52,23 @@ class JobDef:
         return f"streamflow_jobs.flink.{self.name.replace('-', '_')}"
 
 
+def _topics(job: str, *extra: str) -> tuple[str, ...]:
+    """The topics a job reads or writes: transactions, the ones the jobs' own argument table
+    (streamflow_jobs.flink.args.JOB_TOPICS) requires, and ``extra`` optional ones."""
+    needed = set(JOB_TOPICS[job])
+    return ("transactions", *(t for t, f in TOPIC_FIELDS.items() if f in needed), *extra)
+
+
 JOB_DEFS = (
-    JobDef("transaction-processor", ("transactions", "dead-letters"), database=True),
+    JobDef("transaction-processor", _topics("transaction-processor"), database=True),
     JobDef(
         "fraud-detector",
-        ("transactions", "alerts", "dead-letters", "control"),
+        _topics("fraud-detector", "control"),
         database=True,
         rules=True,
         model=True,
     ),
-    JobDef("realtime-aggregator", ("transactions", "alerts", "metrics")),
+    JobDef("realtime-aggregator", _topics("realtime-aggregator")),
 )
 JOBS = tuple(j.name for j in JOB_DEFS)
 
@@ -81,18 +86,26 @@ def job_spec(spec: FraudPipelineSpec, job: str) -> FlinkJobSpec:
     }[job]
 
 
-def _args(spec: FraudPipelineSpec, meta: Meta, job: JobDef) -> list[str]:
+def job_args(spec: FraudPipelineSpec, meta: Meta, job: JobDef) -> JobArgs:
+    """The job's arguments, as the jobs' own typed definition (streamflow_jobs.flink.args)."""
     bootstrap = f"{spec.kafka.cluster_name}-kafka-bootstrap.{kafka_namespace(spec, meta)}.svc:9092"
-    args = ["-pyclientexec", "/usr/bin/python3", "-pym", job.module]
-    args += ["--bootstrap-servers", bootstrap]
-    for topic, flag in TOPIC_ARGS:
-        if topic in job.topics:
-            args += [flag, topic_name(meta, topic)]
-    if job.rules:
-        args += ["--rules", RULES_PATH]
-    if job.model:
-        args += ["--model", MODEL_PATH]
-    return args
+    topics = {TOPIC_FIELDS[t]: topic_name(meta, t) for t in job.topics if t in TOPIC_FIELDS}
+    return JobArgs(
+        bootstrap_servers=bootstrap,
+        transactions_topic=topic_name(meta, "transactions"),
+        group_id=f"{meta.namespace}.{meta.name}",
+        # Production checks event times against the clock (a dead letter when too far ahead);
+        # only the fraud-detector decides.
+        max_clock_skew_seconds=spec.rules.event_time.max_clock_skew_seconds if job.rules else 0,
+        rules=RULES_PATH if job.rules else None,
+        model=MODEL_PATH if job.model else None,
+        **topics,  # type: ignore[arg-type]
+    )
+
+
+def _args(spec: FraudPipelineSpec, meta: Meta, job: JobDef) -> list[str]:
+    argv = ["-pyclientexec", "/usr/bin/python3", "-pym", job.module]
+    return argv + job_args(spec, meta, job).to_argv()
 
 
 def _pod_template(spec: FraudPipelineSpec, meta: Meta, job: JobDef) -> Manifest:
