@@ -58,6 +58,7 @@ class Remembered(msgspec.Struct, array_like=True, frozen=True, gc=False):
     rules_score: float
     ml_score: float | None
     is_alert: bool
+    action: str
     reasons: list[StoredReason]
     rules_version: str
     model_version: str | None
@@ -99,6 +100,7 @@ def encode_remembered(txn: Transaction, decision: FraudDecision) -> bytes:
             decision.rules_score,
             decision.ml_score,
             decision.is_alert,
+            decision.action,
             [StoredReason(*(getattr(r, f) for f in _REASON_FIELDS)) for r in decision.reasons],
             decision.rules_version,
             decision.model_version,
@@ -143,6 +145,7 @@ def recall(entry: Any, txn: Transaction) -> FraudDecision:
             entry.rules_score,
             None if math.isnan(ml) else ml,  # NaN: no model
             entry.alert,
+            entry.action,
             entry.reasons if entry.reasons is not None else [],
             entry.rules_version,
             entry.model_version,
@@ -158,6 +161,7 @@ def recall(entry: Any, txn: Transaction) -> FraudDecision:
         stored.rules_score,
         stored.ml_score,
         stored.is_alert,
+        stored.action,  # type: ignore[arg-type]
         [Reason(*(getattr(r, f) for f in _REASON_FIELDS)) for r in stored.reasons],
         stored.rules_version,
         stored.model_version,

@@ -28,14 +28,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
 
+import msgspec
 import numpy as np
 
 from streamflow_jobs.dedup import encode_remembered, recall
-from streamflow_jobs.events import FraudDecision, ParseFailure, Transaction, epoch_ms
+from streamflow_jobs.events import (
+    FraudDecision,
+    ParseFailure,
+    ShadowVerdict,
+    Transaction,
+    epoch_ms,
+)
 from streamflow_jobs.model.features import FEATURE_NAMES
 from streamflow_jobs.model.forest import ForestScorer, ModelArtifactError
 from streamflow_jobs.rules.config import RulesConfig
-from streamflow_jobs.rules.evaluator import RuleOutcome, RulesEvaluator, remember_decisions
+from streamflow_jobs.rules.evaluator import (
+    ACTIONS,
+    ALLOW,
+    BLOCK,
+    REVIEW,
+    RuleOutcome,
+    RulesEvaluator,
+    remember_decisions,
+)
 from streamflow_jobs.state import CustomerState
 
 
@@ -50,7 +65,9 @@ class Detection:
 
 
 class Detector:
-    def __init__(self, rules: RulesConfig, model: ForestScorer | None) -> None:
+    def __init__(
+        self, rules: RulesConfig, model: ForestScorer | None, shadow: Detector | None = None
+    ) -> None:
         if model is not None and model.features != FEATURE_NAMES:
             raise ModelArtifactError(
                 f"model {model.model_version} expects features {list(model.features)}, "
@@ -64,7 +81,14 @@ class Detector:
         self.model_version = model.model_version if model is not None else None
         self.rules_version = rules.content_version
         self.threshold = rules.alert_threshold
+        self.block_threshold = rules.block_threshold
         self.max_clock_skew_ms = rules.event_time.max_clock_skew_seconds * 1000
+        # A challenger (other rules and/or model) run beside this detector with its own
+        # per-customer state: its verdict rides along on each decision (``shadow``) and changes
+        # nothing about it.
+        if shadow is not None and shadow.shadow is not None:
+            raise ValueError("a shadow detector cannot have a shadow of its own")
+        self.shadow = shadow
 
     # ---- the streaming path -------------------------------------------------------------------
     def check_clock(self, txn: Transaction, now_ms: int) -> ParseFailure | None:
@@ -82,16 +106,26 @@ class Detector:
         )
 
     def process(
-        self, state: CustomerState, txn: Transaction, now_ms: int | None = None
+        self,
+        state: CustomerState,
+        txn: Transaction,
+        now_ms: int | None = None,
+        shadow_state: CustomerState | None = None,
     ) -> Detection:
         """One event, as the Flink job handles it: the clock check (when ``now_ms`` is given),
-        the rules (updating ``state``), then the decision."""
+        the rules (updating ``state``), then the decision; with a shadow, the challenger's
+        verdict from its own ``shadow_state`` rides along."""
         if now_ms is not None and (late := self.check_clock(txn, now_ms)) is not None:
             return Detection(None, late)
         outcome = self.evaluator.evaluate(state, txn)
         if outcome.conflict is not None:
             return Detection(None, ParseFailure("conflicting_duplicate", outcome.conflict))
-        return Detection(self.decide(txn, outcome), None, outcome.repeat_of is not None)
+        decision = self.decide(txn, outcome)
+        if self.shadow is not None and shadow_state is not None:
+            challenger = self.shadow.process(shadow_state, txn)
+            if challenger.decision is not None:
+                decision = with_shadow(decision, challenger.decision)
+        return Detection(decision, None, outcome.repeat_of is not None)
 
     # ---- the two steps ------------------------------------------------------------------------
     def evaluate(self, state: CustomerState, txn: Transaction) -> RuleOutcome:
@@ -110,8 +144,9 @@ class Detector:
             if ml is None
             else (self.alpha * ml + (1 - self.alpha) * outcome.rules_score)
         )
-        if outcome.blocked and score < self.threshold:
-            score = self.threshold
+        level = outcome.action
+        if score >= self.threshold:
+            level = max(level, BLOCK if score >= self.block_threshold else REVIEW)
         decision = FraudDecision(
             transaction_id=txn.transaction_id,
             customer_id=txn.customer_id,
@@ -121,7 +156,8 @@ class Detector:
             score=score,
             rules_score=outcome.rules_score,
             ml_score=ml,
-            is_alert=score >= self.threshold,
+            is_alert=level > ALLOW,
+            action=ACTIONS[level],
             reasons=outcome.reasons,
             rules_version=self.rules_version,
             model_version=self.model_version,
@@ -177,12 +213,16 @@ class Detector:
         )
         ml = np.array(ml_scores, dtype=np.float64)
         rules = np.fromiter([o.rules_score for o in outcomes], dtype=np.float64, count=n)
-        blocked = np.fromiter([o.blocked for o in outcomes], dtype=np.bool_, count=n)
         score = self.alpha * ml + (1 - self.alpha) * rules
-        score[blocked & (score < self.threshold)] = self.threshold
-        alert = score >= self.threshold
+        scores = score.tolist()
+        review, block = self.threshold, self.block_threshold
+        levels = [
+            max(o.action, BLOCK if s >= block else REVIEW if s >= review else ALLOW)
+            for o, s in zip(outcomes, scores, strict=True)
+        ]
+        actions = [ACTIONS[level] for level in levels]
+        alerts = [level > ALLOW for level in levels]
         rules_version, model_version = self.rules_version, self.model_version
-        scores, alerts = score.tolist(), alert.tolist()
         decisions = [
             FraudDecision(
                 t.transaction_id,
@@ -194,14 +234,35 @@ class Detector:
                 o.rules_score,
                 m,
                 a,
+                act,
                 o.reasons,
                 rules_version,
                 model_version,
             )
-            for t, o, s, m, a in zip(txns, outcomes, scores, ml_scores, alerts, strict=True)
+            for t, o, s, m, a, act in zip(
+                txns, outcomes, scores, ml_scores, alerts, actions, strict=True
+            )
         ]
-        remember_decisions(outcomes, scores, ml_scores, alerts, rules_version, model_version)
+        remember_decisions(
+            outcomes, scores, ml_scores, alerts, actions, rules_version, model_version
+        )
         return decisions
+
+
+def with_shadow(decision: FraudDecision, challenger: FraudDecision) -> FraudDecision:
+    """``decision`` carrying ``challenger``'s verdict (and nothing else of it)."""
+    return msgspec.structs.replace(
+        decision,
+        shadow=ShadowVerdict(
+            challenger.score,
+            challenger.action,
+            challenger.is_alert,
+            challenger.ml_score,
+            challenger.reasons,
+            challenger.rules_version,
+            challenger.model_version,
+        ),
+    )
 
 
 def _refuse_conflict(outcome: RuleOutcome) -> None:

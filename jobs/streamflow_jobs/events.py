@@ -298,8 +298,22 @@ class Reason(msgspec.Struct, frozen=True, gc=False):
     message: str
 
 
-class FraudDecision(msgspec.Struct, frozen=True, gc=False):
-    """The detector's verdict on one transaction (one line of `streamflow replay` output)."""
+class ShadowVerdict(msgspec.Struct, frozen=True, gc=False):
+    """What a challenger (rules and/or model running in shadow) would have decided; it changes
+    nothing about the decision that carries it."""
+
+    score: float
+    action: Literal["allow", "review", "block"]
+    is_alert: bool
+    ml_score: float | None
+    reasons: list[Reason]
+    rules_version: str
+    model_version: str | None
+
+
+class FraudDecision(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """The detector's verdict on one transaction (one line of `streamflow replay` output).
+    ``shadow`` is present only when a challenger runs beside the detector."""
 
     transaction_id: str
     customer_id: str
@@ -309,13 +323,15 @@ class FraudDecision(msgspec.Struct, frozen=True, gc=False):
     score: Annotated[float, msgspec.Meta(ge=0, le=1)]
     rules_score: Annotated[float, msgspec.Meta(ge=0, le=1)]
     ml_score: Annotated[float, msgspec.Meta(ge=0, le=1)] | None
-    is_alert: bool
+    is_alert: bool  # the action is review or block
+    action: Literal["allow", "review", "block"]
     reasons: list[Reason]
     rules_version: str
     model_version: str | None
+    shadow: ShadowVerdict | None = None
 
 
-class FraudAlert(FraudDecision, frozen=True, gc=False):
+class FraudAlert(FraudDecision, frozen=True, gc=False, omit_defaults=True):
     """A decision whose score reached the alert threshold (published to the alerts topic)."""
 
 

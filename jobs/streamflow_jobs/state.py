@@ -96,6 +96,7 @@ class Seen:  # noqa: PLW1641 - mutable, compared by value, never hashed
     that record at once, while it still has the transaction."""
 
     __slots__ = (
+        "action",
         "alert",
         "amount_cents",
         "decided",
@@ -132,6 +133,7 @@ class Seen:  # noqa: PLW1641 - mutable, compared by value, never hashed
         self.rules_score = 0.0
         self.ml_score = 0.0  # NaN: no model
         self.alert = False
+        self.action: object = None  # "allow", "review" or "block"
         self.reasons: object = None  # the decision's reasons, None when it had none
         self.rules_version: object = None
         self.model_version: object = None
@@ -145,6 +147,7 @@ class Seen:  # noqa: PLW1641 - mutable, compared by value, never hashed
             decision.rules_score,
             _NAN if ml is None else ml,
             decision.is_alert,
+            decision.action,
             decision.reasons,
             decision.rules_version,
             decision.model_version,
@@ -157,6 +160,7 @@ class Seen:  # noqa: PLW1641 - mutable, compared by value, never hashed
         rules_score: float,
         ml_score: float,
         alert: bool,
+        action: object,
         reasons: object,
         rules_version: object,
         model_version: object,
@@ -167,6 +171,7 @@ class Seen:  # noqa: PLW1641 - mutable, compared by value, never hashed
         self.rules_score = rules_score
         self.ml_score = ml_score
         self.alert = alert
+        self.action = action
         self.reasons = reasons if reasons else None
         self.rules_version = rules_version
         self.model_version = model_version

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 import yaml
@@ -24,6 +24,13 @@ _CONFIG = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, popu
 Weight = Annotated[
     float, Field(ge=0, le=1, description="Contribution of this rule to the rules score")
 ]
+
+
+Action = Literal["score", "review", "block"]
+_ACTION_HELP = (
+    "What this rule does on its own when it fires at full severity: score (it only adds to the "
+    "score), review (the decision is at least a review alert) or block"
+)
 
 
 class _Rule(BaseModel):
@@ -43,6 +50,7 @@ class HighValueRule(_Rule):
     )
     saturation: float = Field(4.0, gt=1, le=100, description="Full severity at this x threshold")
     weight: Weight = 0.8
+    action: Action = Field("review", description=_ACTION_HELP)
 
 
 class VelocityRule(_Rule):
@@ -52,6 +60,7 @@ class VelocityRule(_Rule):
     window_seconds: int = Field(600, ge=1, le=86_400)
     saturation: float = Field(2.0, gt=1, le=100, description="Full severity at this x threshold")
     weight: Weight = 0.7
+    action: Action = Field("review", description=_ACTION_HELP)
 
 
 class ImpossibleTravelRule(_Rule):
@@ -63,6 +72,7 @@ class ImpossibleTravelRule(_Rule):
     )
     saturation: float = Field(4.0, gt=1, le=100, description="Full severity at this x threshold")
     weight: Weight = 0.9
+    action: Action = Field("review", description=_ACTION_HELP)
 
 
 class UnusualHourRule(_Rule):
@@ -75,6 +85,7 @@ class UnusualHourRule(_Rule):
     )
     saturation: float = Field(2.5, gt=1, le=100, description="Full severity at this x threshold")
     weight: Weight = 0.5
+    action: Action = Field("review", description=_ACTION_HELP)
 
 
 class BlacklistRule(_Rule):
@@ -83,6 +94,9 @@ class BlacklistRule(_Rule):
     customers: list[str] = Field(default_factory=list, max_length=100_000)
     stores: list[str] = Field(default_factory=list, max_length=100_000)
     weight: Weight = 1.0
+    action: Action = Field(
+        "block", description="What a hit does on its own: score, review or block (the default)"
+    )
 
 
 class EventTimePolicy(BaseModel):
@@ -112,7 +126,12 @@ class RulesConfig(BaseModel):
     model_config = _CONFIG
 
     version: str = Field("1", min_length=1, max_length=64, description="Recorded on every decision")
-    alert_threshold: float = Field(0.7, gt=0, le=1, description="Alert when score >= this")
+    alert_threshold: float = Field(
+        0.7, gt=0, le=1, description="A review alert when score >= this (the review threshold)"
+    )
+    block_threshold: float = Field(
+        0.95, gt=0, le=1, description="Block when score >= this (at least alert_threshold)"
+    )
     ml_alpha: float = Field(
         0.7, ge=0, le=1, description="score = ml_alpha * ml + (1 - ml_alpha) * rules"
     )
@@ -140,6 +159,8 @@ class RulesConfig(BaseModel):
             self.unusual_hour,
             self.blacklist,
         )
+        if self.block_threshold < self.alert_threshold:
+            raise ValueError("block_threshold must be at least alert_threshold")
         if self.ml_alpha < 1 and not any(r.enabled for r in rules):
             raise ValueError(
                 "every rule is disabled and ml_alpha < 1: nothing could raise an alert"

@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from datetime import date, timedelta
 from math import asin, atan2, cos, hypot, log, log1p, sin, sqrt  # names: no lookup per call
+from typing import Literal
 
 from streamflow_jobs.dedup import conflict
 from streamflow_jobs.events import Reason, Transaction
@@ -32,8 +33,21 @@ _HOUR_TO_RAD = 2 * math.pi / 24
 _RAD_TO_HOUR = 24 / (2 * math.pi)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _NO_OFFSET = timedelta(0)
+# Actions, ordered: a decision takes the strongest of its rules' and its score's.
+ALLOW, REVIEW, BLOCK = 0, 1, 2
+ACTIONS: tuple[Literal["allow"], Literal["review"], Literal["block"]] = ("allow", "review", "block")
+_LEVEL = {"score": ALLOW, "review": REVIEW, "block": BLOCK}
+# Located transactions before the running centroid counts as the customer's usual place.
+_HOME_HISTORY = 3
 # Minimum established history before an unseen payment method counts as "new".
 _PAYMENT_HISTORY = 5
+
+
+def _flat_km(lat: float, lon: float, lat0: float, lon0: float) -> float:
+    """Equirectangular distance: city-scale accuracy, two trig calls fewer than haversine."""
+    dy = lat - lat0
+    dx = (lon - lon0) * cos(lat * _DEG)
+    return _KM_PER_DEGREE * sqrt(dx * dx + dy * dy)
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -68,14 +82,14 @@ class RuleOutcome:
     Detector completes with its decision. (A plain class, not a dataclass: its constructor runs
     for every event, and mypyc's dataclass constructor measured ~2,500 instructions.)"""
 
-    __slots__ = ("blocked", "conflict", "features", "reasons", "repeat_of", "rules_score", "seen")
+    __slots__ = ("action", "conflict", "features", "reasons", "repeat_of", "rules_score", "seen")
 
     def __init__(
         self,
         rules_score: float,
         reasons: list[Reason],
         features: tuple[float, ...],
-        blocked: bool = False,
+        action: int = ALLOW,
         seen: Seen | None = None,
         repeat_of: Seen | None = None,
         conflict: str | None = None,
@@ -83,8 +97,9 @@ class RuleOutcome:
         self.rules_score = rules_score
         self.reasons = reasons
         self.features = features
-        # A block rule fired (FR-005): the decision is an alert whatever the blend says.
-        self.blocked = blocked
+        # The strongest action of a rule that fired at full severity (ALLOW, REVIEW, BLOCK):
+        # the decision is at least that, whatever the score says.
+        self.action = action
         self.seen = seen
         self.repeat_of = repeat_of
         self.conflict = conflict
@@ -106,6 +121,14 @@ class RulesEvaluator:
             config.unusual_hour,
         )
         self._hv = (hv.enabled, hv.multiplier, hv.min_history, hv.saturation, hv.weight)
+        # What each rule does on its own at full severity (FR-001..FR-005).
+        self._acts = (
+            _LEVEL[hv.action],
+            _LEVEL[vel.action],
+            _LEVEL[tr.action],
+            _LEVEL[uh.action],
+            _LEVEL[config.blacklist.action],
+        )
         self._vel = (
             vel.enabled,
             vel.max_count,
@@ -173,6 +196,8 @@ class RulesEvaluator:
         )
         reasons: list[Reason] = []
         miss = 1.0  # running product of (1 - weight * severity): the noisy-OR complement
+        acts = self._acts
+        action = ALLOW
 
         # Event time against the customer's own stream: an event implausibly far from the last
         # plausible one is flagged and kept out of the time-based state (velocity window, last
@@ -215,6 +240,8 @@ class RulesEvaluator:
         established = n >= hv_history
         if established and hv_on and ratio > multiplier:
             sev = _log_severity(ratio, multiplier, hv_sat)
+            if sev >= 1.0 and acts[0] > action:
+                action = acts[0]
             miss *= 1 - hv_weight * sev
             reasons.append(
                 Reason(
@@ -243,6 +270,8 @@ class RulesEvaluator:
         count = state.add_event_time(ms, window_ms) if plausible else 1
         if vel_on and count > max_count:
             sev = _linear_severity(count, max_count, vel_sat)
+            if sev >= 1.0 and acts[1] > action:
+                action = acts[1]
             miss *= 1 - vel_weight * sev
             reasons.append(
                 Reason(
@@ -261,22 +290,33 @@ class RulesEvaluator:
         log_home = 0.0
         if lat is not None and lon is not None:
             home_n = state.home_n
+            home_lat, home_lon = state.home_lat, state.home_lon
+            home_km = -1.0  # no usual place yet
             if home_n:
                 # Equirectangular distance to the customer's usual place: a feature, where
                 # city-scale accuracy is plenty and two fewer trig calls matter.
-                dy = lat - state.home_lat
-                dx = (lon - state.home_lon) * cos(lat * _DEG)
-                log_home = log1p(_KM_PER_DEGREE * sqrt(dx * dx + dy * dy))
+                home_km = _flat_km(lat, lon, home_lat, home_lon)
+                log_home = log1p(home_km)
             state.home_n = home_n + 1
-            state.home_lat += (lat - state.home_lat) / (home_n + 1)
-            state.home_lon += (lon - state.home_lon) / (home_n + 1)
+            state.home_lat += (lat - home_lat) / (home_n + 1)
+            state.home_lon += (lon - home_lon) / (home_n + 1)
             if state.has_geo and plausible:
                 tr_on, max_speed, min_km, tr_sat, tr_weight = self._tr
                 dist = haversine_km(state.lat, state.lon, lat, lon)
                 hours = abs(ms - state.geo_ms) / 3_600_000
                 speed = dist / (hours if hours > 1 / 3600 else 1 / 3600)  # a second at least
-                if tr_on and dist >= min_km and speed > max_speed:
+                # The jump back home: this event is at the customer's usual place and the
+                # previous one was far from it. The odd one was the previous event (judged when
+                # it came); flagging this one would flag the real customer after a fraud.
+                returning = (
+                    home_n >= _HOME_HISTORY
+                    and 0.0 <= home_km < min_km
+                    and _flat_km(state.lat, state.lon, home_lat, home_lon) >= min_km
+                )
+                if tr_on and dist >= min_km and speed > max_speed and not returning:
                     sev = _log_severity(speed, max_speed, tr_sat)
+                    if sev >= 1.0 and acts[2] > action:
+                        action = acts[2]
                     miss *= 1 - tr_weight * sev
                     reasons.append(
                         Reason(
@@ -314,6 +354,8 @@ class RulesEvaluator:
             hour_dev = diff / spread if diff < 12 * spread else 12.0
             if uh_on and hour_dev > max_devs:
                 sev = _linear_severity(hour_dev, max_devs, uh_sat)
+                if sev >= 1.0 and acts[3] > action:
+                    action = acts[3]
                 miss *= 1 - uh_weight * sev
                 reasons.append(
                     Reason(
@@ -338,6 +380,7 @@ class RulesEvaluator:
         blacklisted = customer_listed or txn.store_id in self.blacklisted_stores
         if blacklisted and bl_on:
             miss *= 1 - bl_weight
+            action = max(action, acts[4])
             who = f"customer {txn.customer_id}" if customer_listed else f"store {txn.store_id}"
             reasons.append(
                 Reason("FR-005", "blacklist", 1.0, 1.0, 1.0, f"{who} is on the blacklist")
@@ -371,7 +414,7 @@ class RulesEvaluator:
             txn,
         )
         state.remember(seen, seen_key)
-        return RuleOutcome(1.0 - miss, reasons, features, blacklisted and bl_on, seen)
+        return RuleOutcome(1.0 - miss, reasons, features, action, seen)
 
 
 def remember_decisions(
@@ -379,6 +422,7 @@ def remember_decisions(
     scores: list[float],
     ml_scores: list[float],
     alerts: list[bool],
+    actions: Sequence[str],
     rules_version: str,
     model_version: str | None,
 ) -> None:
@@ -392,6 +436,7 @@ def remember_decisions(
                 outcome.rules_score,
                 ml_scores[i],
                 alerts[i],
+                actions[i],
                 outcome.reasons,
                 rules_version,
                 model_version,
