@@ -263,8 +263,17 @@ def replay(
     no_model: Annotated[bool, typer.Option("--no-model", help="Rules only (no FR-006)")] = False,
     labels: Annotated[Path | None, typer.Option(help="Labels: adds quality metrics")] = None,
     summary: Annotated[Path | None, typer.Option(help="Write the summary as JSON here")] = None,
+    shadow_rules: Annotated[
+        Path | None, typer.Option(help="A challenger's rules, run in shadow (default: --rules)")
+    ] = None,
+    shadow_model: Annotated[
+        Path | None, typer.Option(help="A challenger's model, run in shadow (default: --model)")
+    ] = None,
 ) -> None:
-    """Backtest: replay events through the detector, in file order, exactly as the stream job.
+    """Replay events through the detector, in file order, exactly as the stream job.
+
+    With --shadow-rules and/or --shadow-model a challenger runs beside it on the same events
+    (its own state): each decision then carries the challenger's verdict as `shadow`.
 
     `-i -` reads standard input (gzip input is read as it is); `-o -` writes the decisions to
     standard output, and the summary then goes to standard error."""
@@ -276,10 +285,18 @@ def replay(
         base = Path("decisions.jsonl") if output == STDIO else output
         dlq = base.with_name(base.name.removesuffix(".jsonl") + ".dead.jsonl")
     _check_paths(
-        {"--input": input, "--labels": labels, "--rules": rules, "--model": model},
+        {"--input": input, "--labels": labels, "--rules": rules, "--model": model,
+         "--shadow-rules": shadow_rules, "--shadow-model": shadow_model},
         {"--output": output, "--dlq": dlq, "--summary": summary},
-    )
-    detector = Detector(_load_rules(rules), _load_model(model, no_model))
+    )  # fmt: skip
+    base_rules, base_model = _load_rules(rules), _load_model(model, no_model)
+    challenger = None
+    if shadow_rules is not None or shadow_model is not None:
+        challenger = Detector(
+            _load_rules(shadow_rules) if shadow_rules is not None else base_rules,
+            _load_model(shadow_model, False) if shadow_model is not None else base_model,
+        )
+    detector = Detector(base_rules, base_model, shadow=challenger)
     truth = _load_labels(labels)
     with Outputs(output, dlq, summary) as files, open_input(input) as stream, _progress() as bar:
         # Progress in bytes of the file on disk (for gzip, the compressed bytes read so far).
@@ -299,6 +316,89 @@ def replay(
         if summary is not None:
             files[summary].write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     _print_summary(report, output, dlq, _Console(stderr=output == STDIO))
+
+
+@app.command()
+def backtest(
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="Events, one JSON per line (- for stdin; gzip ok)")
+    ],
+    candidate_rules: Annotated[
+        Path | None, typer.Option(help="The candidate's rules (default: the baseline's)")
+    ] = None,
+    candidate_model: Annotated[
+        Path | None, typer.Option(help="The candidate's model (default: the baseline's)")
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Changed decisions, one JSON per line")
+    ] = Path("changes.jsonl"),
+    rules: Annotated[
+        Path | None, typer.Option(help="The baseline's rules (default: built-in)")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="The baseline's model (default: the shipped one)")
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help="Labels: precision, recall, AP")] = None,
+    summary: Annotated[Path | None, typer.Option(help="Write the summary as JSON here")] = None,
+    report_dir: Annotated[
+        Path | None, typer.Option(help="Write backtest.png (both sides compared) here")
+    ] = None,
+    dlq: Annotated[
+        Path | None, typer.Option(help="Dead letters; default: <output>.dead.jsonl")
+    ] = None,
+) -> None:
+    """Try a candidate (rules and/or model) on history beside the baseline, in one pass: the
+    transactions whose action or alert changed, and both sides' alert counts (and quality with
+    --labels)."""
+    from rich.table import Table  # noqa: PLC0415
+
+    from streamflow_jobs.backtest import backtest as run_backtest  # noqa: PLC0415
+    from streamflow_jobs.backtest import table_rows, write_png  # noqa: PLC0415
+    from streamflow_jobs.detector import Detector  # noqa: PLC0415
+    from streamflow_jobs.files import STDIO, Outputs, open_input  # noqa: PLC0415
+
+    if candidate_rules is None and candidate_model is None:
+        raise _fail("nothing to try: give --candidate-rules and/or --candidate-model")
+    if output == STDIO:
+        raise _fail("--output must be a file (the summary table goes to the terminal)")
+    if dlq is None:
+        dlq = output.with_name(output.name.removesuffix(".jsonl") + ".dead.jsonl")
+    png = report_dir / "backtest.png" if report_dir is not None else None
+    _check_paths(
+        {"--input": input, "--labels": labels, "--rules": rules, "--model": model,
+         "--candidate-rules": candidate_rules, "--candidate-model": candidate_model},
+        {"--output": output, "--dlq": dlq, "--summary": summary, "--report-dir": png},
+    )  # fmt: skip
+    if report_dir is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+    base_rules, base_model = _load_rules(rules), _load_model(model, False)
+    baseline = Detector(base_rules, base_model)
+    candidate = Detector(
+        _load_rules(candidate_rules) if candidate_rules is not None else base_rules,
+        _load_model(candidate_model, False) if candidate_model is not None else base_model,
+    )
+    truth = _load_labels(labels)
+    with Outputs(output, dlq, summary, png) as files, open_input(input) as stream:
+        result = run_backtest(
+            stream, files[output], files[dlq], baseline, candidate,
+            source_name=str(input), labels=truth,
+        )  # fmt: skip
+        report = result.to_dict()
+        if summary is not None:
+            files[summary].write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+        if png is not None:
+            write_png(result, truth, files[png])
+    table = Table(title=f"backtest of {input.name}: {report['decisions']} decisions")
+    for column in ("", "baseline", "candidate"):
+        table.add_column(column, justify="right" if column else "left")
+    for row in table_rows(report):
+        table.add_row(*row)
+    out = _Console()
+    out.print(table)
+    out.print(
+        f"{report['changed']} decisions changed -> {output}"
+        + (f"; {report['dead_letters']} dead letters -> {dlq}" if report["dead_letters"] else "")
+    )
 
 
 def _print_summary(s: dict[str, Any], output: Path, dlq: Path, out: Console) -> None:

@@ -201,6 +201,31 @@ class Detector:
             return out
         return self._decide_fresh(txns, outcomes)
 
+    def shadow_batch(
+        self,
+        shadow_states: dict[str, CustomerState],
+        txns: Sequence[Transaction],
+        decisions: list[FraudDecision],
+    ) -> list[FraudDecision]:
+        """``decisions`` (this detector's, on ``txns``) each carrying the challenger's verdict on
+        the same event, from the challenger's own per-customer ``shadow_states``. An event the
+        challenger finds a conflicting duplicate (possible only if its state differs) keeps no
+        verdict: the live decision is what counts."""
+        if self.shadow is None:
+            return decisions
+        outcomes = self.shadow.evaluate_batch(shadow_states, txns)
+        kept = [i for i, o in enumerate(outcomes) if o.conflict is None]
+        verdicts = dict(
+            zip(
+                kept,
+                self.shadow.decide_batch([txns[i] for i in kept], [outcomes[i] for i in kept]),
+                strict=True,
+            )
+        )
+        return [
+            with_shadow(d, verdicts[i]) if i in verdicts else d for i, d in enumerate(decisions)
+        ]
+
     def _decide_fresh(
         self, txns: Sequence[Transaction], outcomes: Sequence[RuleOutcome]
     ) -> list[FraudDecision]:
@@ -255,6 +280,7 @@ def with_shadow(decision: FraudDecision, challenger: FraudDecision) -> FraudDeci
         decision,
         shadow=ShadowVerdict(
             challenger.score,
+            challenger.rules_score,
             challenger.action,
             challenger.is_alert,
             challenger.ml_score,

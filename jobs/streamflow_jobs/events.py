@@ -303,6 +303,7 @@ class ShadowVerdict(msgspec.Struct, frozen=True, gc=False):
     nothing about the decision that carries it."""
 
     score: float
+    rules_score: float
     action: Literal["allow", "review", "block"]
     is_alert: bool
     ml_score: float | None

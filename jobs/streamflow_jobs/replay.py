@@ -24,6 +24,7 @@ from streamflow_jobs.events import (
     CURRENT_SCHEMA_VERSION,
     DEAD_LETTER_PAYLOAD_LIMIT,
     MAX_EVENT_BYTES,
+    FraudDecision,
     ParsedTransaction,
     ParseFailure,
     SourceRef,
@@ -86,7 +87,9 @@ def detector_config(detector: Detector) -> dict[str, Any]:
         "rules_version": detector.rules_version,
         "model_version": detector.model_version,
         "alert_threshold": detector.threshold,
+        "block_threshold": detector.block_threshold,
         "ml_alpha": detector.alpha,
+        **({"shadow": detector_config(detector.shadow)} if detector.shadow is not None else {}),
     }
 
 
@@ -158,12 +161,14 @@ def replay(
     source_name: str = "-",
     labels: Labels | None = None,
     progress: Callable[[], None] | None = None,
+    observe: Callable[[list[FraudDecision]], None] | None = None,
 ) -> ReplaySummary:
     """Replay ``stream`` into ``output`` and ``dead_letters``; score against ``labels`` if given.
     Dead letters keep input order (a conflicting duplicate is found only when its batch is
     detected, after later lines of the batch were parsed)."""
     summary = ReplaySummary(config=detector_config(detector))
     states: dict[str, CustomerState] = {}
+    shadow_states: dict[str, CustomerState] = {}
     scores: list[float] = []
     alerted: list[bool] = []
     label_ids: list[int] = []
@@ -196,6 +201,10 @@ def replay(
                     kept.append((t, o))
             txns, outcomes = [t for t, _ in kept], [o for _, o in kept]
         decisions = detector.decide_batch(txns, outcomes)
+        if detector.shadow is not None:
+            decisions = detector.shadow_batch(shadow_states, txns, decisions)
+        if observe is not None:
+            observe(decisions)
         if failed:
             failed.sort(key=lambda f: f[0])
             write_dl(b"".join([f[1] + b"\n" for f in failed]))
