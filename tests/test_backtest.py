@@ -61,12 +61,10 @@ def test_a_shadow_changes_nothing_and_decides_as_it_would_alone(world: dict[str,
         world["lines"], Detector(RulesConfig(), model, shadow=Detector(candidate_rules, model))
     )
     assert [{k: v for k, v in d.items() if k != "shadow"} for d in both] == alone
+    verdict = ("score", "rules_score", "action", "is_alert", "ml_score", "reasons",
+               "rules_version", "model_version")  # fmt: skip
     for d, c in zip(both, challenger, strict=True):
-        assert d["shadow"] == {
-            k: c[k]
-            for k in ("score", "rules_score", "action", "is_alert", "ml_score", "reasons",
-                      "rules_version", "model_version")  # fmt: skip
-        }
+        assert d["shadow"] == {k: c[k] for k in verdict}
     assert any(d["shadow"]["action"] != d["action"] for d in both), "the candidate differs"
 
 
@@ -165,12 +163,11 @@ def test_an_identical_candidate_changes_nothing(world: dict[str, Any], tmp_path:
 
 
 def test_a_decision_without_shadow_has_no_shadow_field() -> None:
-    line = orjson.loads(
-        msgspec.json.encode(
-            FraudDecision("t", "c", "s", "1.00", parse_transaction(
-                b'{"transaction_id":"t","customer_id":"c","store_id":"s","amount":1,'
-                b'"timestamp":"2026-01-05T10:00:00Z"}'
-            ).transaction.timestamp, 0.0, 0.0, None, False, "allow", [], "1", None)  # type: ignore[union-attr]
-        )
-    )  # fmt: skip
+    txn = parse_transaction(
+        b'{"transaction_id":"t","customer_id":"c","store_id":"s","amount":1,'
+        b'"timestamp":"2026-01-05T10:00:00Z"}'
+    ).transaction  # type: ignore[union-attr]
+    decision = FraudDecision("t", "c", "s", "1.00", txn.timestamp, 0.0, 0.0, None, False,
+                             "allow", [], "1", None)  # fmt: skip
+    line = orjson.loads(msgspec.json.encode(decision))
     assert "shadow" not in line

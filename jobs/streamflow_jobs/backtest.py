@@ -168,10 +168,9 @@ def backtest(
         if out:
             changes.write(encode_lines(out))
 
-    sink = _Discard()
     summary = replay(
         stream,
-        sink,
+        None,  # both sides' decisions are observed, not written
         dead_letters,
         detector,
         source_name=source_name,
@@ -194,13 +193,6 @@ def backtest(
                 decisions=summary.decisions,
             )
     return result
-
-
-class _Discard:
-    """The replay's decision output, unused here: both sides' decisions are observed."""
-
-    def write(self, data: bytes) -> int:
-        return len(data)
 
 
 def write_png(result: BacktestResult, labels: Labels | None, png_out: IO[bytes]) -> None:

@@ -88,7 +88,7 @@ class Detector:
         # nothing about it.
         if shadow is not None and shadow.shadow is not None:
             raise ValueError("a shadow detector cannot have a shadow of its own")
-        self.shadow = shadow
+        self.shadow: Detector | None = shadow
 
     # ---- the streaming path -------------------------------------------------------------------
     def check_clock(self, txn: Transaction, now_ms: int) -> ParseFailure | None:
@@ -204,7 +204,7 @@ class Detector:
     def shadow_batch(
         self,
         shadow_states: dict[str, CustomerState],
-        txns: Sequence[Transaction],
+        txns: list[Transaction],
         decisions: list[FraudDecision],
     ) -> list[FraudDecision]:
         """``decisions`` (this detector's, on ``txns``) each carrying the challenger's verdict on

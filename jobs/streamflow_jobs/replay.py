@@ -154,7 +154,7 @@ def read_lines(
 
 def replay(
     stream: IO[bytes],
-    output: IO[bytes],
+    output: IO[bytes] | None,
     dead_letters: IO[bytes],
     detector: Detector,
     *,
@@ -163,7 +163,8 @@ def replay(
     progress: Callable[[], None] | None = None,
     observe: Callable[[list[FraudDecision]], None] | None = None,
 ) -> ReplaySummary:
-    """Replay ``stream`` into ``output`` and ``dead_letters``; score against ``labels`` if given.
+    """Replay ``stream`` into ``output`` (None: decisions only to ``observe``) and
+    ``dead_letters``; score against ``labels`` if given.
     Dead letters keep input order (a conflicting duplicate is found only when its batch is
     detected, after later lines of the batch were parsed)."""
     summary = ReplaySummary(config=detector_config(detector))
@@ -172,7 +173,7 @@ def replay(
     scores: list[float] = []
     alerted: list[bool] = []
     label_ids: list[int] = []
-    write, write_dl = output.write, dead_letters.write
+    write, write_dl = output.write if output is not None else len, dead_letters.write
     encoder = msgspec.json.Encoder()
     encode, encode_lines = encoder.encode, encoder.encode_lines
     started = datetime.now(UTC)
