@@ -209,3 +209,76 @@ def test_a_naive_time_built_in_code_is_read_as_utc() -> None:
     state = CustomerState()
     RulesEvaluator(RulesConfig()).evaluate(state, txn(1, datetime(2026, 1, 5, 12, 0)))
     assert state.recent_ms == [int(datetime(2026, 1, 5, 12, 0, tzinfo=UTC).timestamp() * 1000)]
+
+
+def test_fr003_does_not_flag_the_way_home() -> None:
+    """The trip out is impossible travel; the return to the customer's usual places is not a
+    second alert (it is the same trip, and it is the customer coming home)."""
+    ev = RulesEvaluator(RulesConfig())
+    state = history(ev)
+    at = START + timedelta(days=11)
+    ev.evaluate(state, txn(100, at))
+    out = ev.evaluate(state, txn(101, at + timedelta(minutes=30), where=MANAUS))
+    back = ev.evaluate(state, txn(102, at + timedelta(minutes=60)))
+    assert "FR-003" in codes(out) and "FR-003" not in codes(back)
+    # Away from home twice in a row: both legs are judged.
+    away = history(ev)
+    ev.evaluate(away, txn(200, at, where=MANAUS))
+    far = (-8.05, -34.9)  # Recife
+    assert "FR-003" in codes(ev.evaluate(away, txn(201, at + timedelta(minutes=30), where=far)))
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"), [("score", "allow"), ("review", "review"), ("block", "block")]
+)
+def test_a_rule_at_full_severity_acts_as_configured(action: str, expected: str) -> None:
+    rules = RulesConfig.model_validate(
+        {"impossible_travel": {"action": action, "weight": 0.3}, "ml_alpha": 0}
+    )
+    detector = Detector(rules, None)
+    state = history(detector.evaluator)
+    at = START + timedelta(days=11)
+    detector.decide(txn(100, at), detector.evaluate(state, txn(100, at)))
+    trip = txn(101, at + timedelta(minutes=10), where=MANAUS)  # ~16000 km/h: full severity
+    outcome = detector.evaluate(state, trip)
+    decision = detector.decide(trip, outcome)
+    assert codes(outcome) == ["FR-003"] and outcome.reasons[0].severity == 1.0
+    assert decision.rules_score < rules.alert_threshold  # the score alone would not alert
+    assert decision.action == expected
+    assert decision.is_alert == (expected != "allow")
+
+
+def test_score_thresholds_give_review_and_block() -> None:
+    rules = RulesConfig(alert_threshold=0.3, block_threshold=0.5, ml_alpha=0)
+    detector = Detector(rules, None)
+    state = history(detector.evaluator)
+    at = START + timedelta(days=11)
+    big = txn(100, at, amount="5000.00")  # FR-001 at full severity: rules score 0.8
+    decision = detector.decide(big, detector.evaluate(state, big))
+    assert decision.score >= 0.5 and decision.action == "block"
+    with pytest.raises(ValueError, match="block_threshold"):
+        RulesConfig(alert_threshold=0.8, block_threshold=0.6)
+
+
+def test_a_model_driven_alert_says_so_and_names_its_features() -> None:
+    model = ForestScorer.load()
+    quiet = {"enabled": False}
+    rules = RulesConfig.model_validate(
+        {"alert_threshold": 0.5, "ml_alpha": 1.0, "high_value": quiet, "unusual_hour": quiet}
+    )
+    detector = Detector(rules, model)
+    state = history(detector.evaluator)
+    at = START + timedelta(days=11, hours=12)  # 02:00, far from home, a new method, 6x amount
+    odd = txn(100, at, amount="600.00", where=MANAUS, method="crypto")
+    outcome = detector.evaluate(state, odd)
+    decision = detector.decide(odd, outcome)
+    assert outcome.rules_score == 0.0 and decision.is_alert  # the model alone alerts
+    (reason,) = decision.reasons
+    assert reason.code == "FR-006" and reason.rule == "model"
+    assert decision.ml_score is not None and reason.observed == round(decision.ml_score, 4)
+    assert reason.message.startswith(f"model score {decision.ml_score:.3f} drove this alert: ")
+    assert "2715 km from the customer's usual places" in reason.message  # against the baseline
+    # Rules that alert on their own: no FR-006, even though the model agrees.
+    strict = Detector(RulesConfig(alert_threshold=0.5, ml_alpha=0.0), model)
+    d2 = strict.decide(odd, strict.evaluate(history(strict.evaluator), odd))
+    assert d2.is_alert and "FR-006" not in codes(d2)

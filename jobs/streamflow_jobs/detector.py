@@ -39,6 +39,7 @@ from streamflow_jobs.events import (
     Transaction,
     epoch_ms,
 )
+from streamflow_jobs.model.drivers import model_reason
 from streamflow_jobs.model.features import FEATURE_NAMES
 from streamflow_jobs.model.forest import ForestScorer, ModelArtifactError
 from streamflow_jobs.rules.config import RulesConfig
@@ -136,6 +137,10 @@ class Detector:
     ) -> list[RuleOutcome]:
         return self.evaluator.evaluate_batch(states, txns)
 
+    def _model_driven(self, outcome: RuleOutcome) -> bool:
+        """The rules alone would not have alerted: the model's score did."""
+        return outcome.action == ALLOW and outcome.rules_score < self.threshold
+
     def _blend(
         self, txn: Transaction, outcome: RuleOutcome, ml: float | None, record: bool = True
     ) -> FraudDecision:
@@ -145,8 +150,11 @@ class Detector:
             else (self.alpha * ml + (1 - self.alpha) * outcome.rules_score)
         )
         level = outcome.action
+        reasons = outcome.reasons
         if score >= self.threshold:
             level = max(level, BLOCK if score >= self.block_threshold else REVIEW)
+            if ml is not None and self._model_driven(outcome):
+                reasons = [*reasons, model_reason(self.model, outcome.features, ml, self.threshold)]
         decision = FraudDecision(
             transaction_id=txn.transaction_id,
             customer_id=txn.customer_id,
@@ -158,7 +166,7 @@ class Detector:
             ml_score=ml,
             is_alert=level > ALLOW,
             action=ACTIONS[level],
-            reasons=outcome.reasons,
+            reasons=reasons,
             rules_version=self.rules_version,
             model_version=self.model_version,
         )
@@ -247,6 +255,12 @@ class Detector:
         ]
         actions = [ACTIONS[level] for level in levels]
         alerts = [level > ALLOW for level in levels]
+        reasons = [
+            [*o.reasons, model_reason(self.model, o.features, m, review)]
+            if s >= review and self._model_driven(o)
+            else o.reasons
+            for o, s, m in zip(outcomes, scores, ml_scores, strict=True)
+        ]
         rules_version, model_version = self.rules_version, self.model_version
         decisions = [
             FraudDecision(
@@ -260,16 +274,16 @@ class Detector:
                 m,
                 a,
                 act,
-                o.reasons,
+                r,
                 rules_version,
                 model_version,
             )
-            for t, o, s, m, a, act in zip(
-                txns, outcomes, scores, ml_scores, alerts, actions, strict=True
+            for t, o, s, m, a, act, r in zip(
+                txns, outcomes, scores, ml_scores, alerts, actions, reasons, strict=True
             )
         ]
         remember_decisions(
-            outcomes, scores, ml_scores, alerts, actions, rules_version, model_version
+            outcomes, scores, ml_scores, alerts, actions, reasons, rules_version, model_version
         )
         return decisions
 

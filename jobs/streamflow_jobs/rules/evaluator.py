@@ -297,11 +297,9 @@ class RulesEvaluator:
                 # city-scale accuracy is plenty and two fewer trig calls matter.
                 home_km = _flat_km(lat, lon, home_lat, home_lon)
                 log_home = log1p(home_km)
-            state.home_n = home_n + 1
-            state.home_lat += (lat - home_lat) / (home_n + 1)
-            state.home_lon += (lon - home_lon) / (home_n + 1)
+            tr_on, max_speed, min_km, tr_sat, tr_weight = self._tr
+            dist = -1.0  # from the previous located transaction; -1: none
             if state.has_geo and plausible:
-                tr_on, max_speed, min_km, tr_sat, tr_weight = self._tr
                 dist = haversine_km(state.lat, state.lon, lat, lon)
                 hours = abs(ms - state.geo_ms) / 3_600_000
                 speed = dist / (hours if hours > 1 / 3600 else 1 / 3600)  # a second at least
@@ -329,6 +327,14 @@ class RulesEvaluator:
                             f"{speed:.0f} km/h (threshold {max_speed:g} km/h)",
                         )
                     )
+            # The usual place is a running mean of the places the customer is at home: one trip
+            # far away does not move it (else a single fraud would drag "home" hundreds of km
+            # and hide the way back); staying at a new place (two located transactions near
+            # each other, far from home) does, so a customer who moves is followed.
+            if home_n < _HOME_HISTORY or home_km < min_km or 0.0 <= dist < min_km:
+                state.home_n = home_n + 1
+                state.home_lat += (lat - home_lat) / (home_n + 1)
+                state.home_lon += (lon - home_lon) / (home_n + 1)
             if plausible:
                 state.has_geo, state.lat, state.lon, state.geo_ms = True, lat, lon, ms
 
@@ -423,6 +429,7 @@ def remember_decisions(
     ml_scores: list[float],
     alerts: list[bool],
     actions: Sequence[str],
+    reasons: Sequence[list[Reason]],
     rules_version: str,
     model_version: str | None,
 ) -> None:
@@ -437,7 +444,7 @@ def remember_decisions(
                 ml_scores[i],
                 alerts[i],
                 actions[i],
-                outcome.reasons,
+                reasons[i],
                 rules_version,
                 model_version,
             )
