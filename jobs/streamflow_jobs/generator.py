@@ -576,10 +576,12 @@ class Generator:
     # ---- the whole stream --------------------------------------------------------------------
     def _plan_accounts(self) -> tuple[list[Event], list[Customer]]:
         """Own-account patterns take whole customers (from the end of the shuffled pool), each
-        with 0.6-1.4x the mean events per customer, until their share of the fraud is made."""
+        with 0.6-1.4x the mean events per customer, until their share of the fraud is made. One
+        customer always stays for the legitimate traffic."""
         rng, pool, cfg = self.rng, self._pool, self.cfg
         events: list[Event] = []
         accounts: list[Customer] = []
+        episodic = any(self._shares[p.name] > 0 for p in FRAUD_TABLE if not p.own_accounts)
         for p in FRAUD_TABLE:
             if not p.own_accounts:
                 continue
@@ -589,15 +591,16 @@ class Generator:
                 n = min(
                     left, max(1, round(rng.uniform(0.6, 1.4) * cfg.events / len(self.customers)))
                 )
+                if not episodic and len(pool) == 1:
+                    n = left  # no other pattern can make the rest: the last account takes it
                 accounts.append(c)
                 for _ in range(n):
                     events.extend(self._run(p.name, p.make, c))
                 left -= n
-        episodic = any(self._shares[p.name] > 0 for p in FRAUD_TABLE if not p.own_accounts)
         if len(events) < self._fraud_budget and not episodic:
             raise ValueError(
-                f"{self._fraud_budget} fraud events need more than {len(self.customers)} "
-                "customers when all fraud comes from blacklisted accounts"
+                f"fraud only from blacklisted accounts needs at least 2 customers, got "
+                f"{len(self.customers)}"
             )
         return events, accounts
 
@@ -610,12 +613,25 @@ class Generator:
         customers = list(self._pool)
         events = list(self._account_events)
 
-        # Episodes: a pattern drawn by its weight (share / mean events), then a victim.
+        # Episodes: a pattern drawn by its weight (share / mean events), then a victim. With an
+        # explicit mix the weights follow what each pattern still lacks, so a small world gets
+        # its mix within about one episode; without one, the weights stay fixed (the reference
+        # world's draw, kept as it was: the shipped model is trained on it).
         fraud_left = self._fraud_budget - len(events)
         episodic = [p for p in FRAUD_TABLE if not p.own_accounts]
         weights = [self._shares[p.name] / p.mean_events for p in episodic]
+        episodic_share = math.fsum(self._shares[p.name] for p in episodic)
+        target = [fraud_left * self._shares[p.name] / (episodic_share or 1.0) for p in episodic]
+        made = [0] * len(episodic)
         while fraud_left > 0:
-            p = rng.choices(episodic, weights=weights)[0]
+            if cfg.mix is not None:
+                lacking = [
+                    max(0.0, t - m) / p.mean_events
+                    for t, m, p in zip(target, made, episodic, strict=True)
+                ]
+                weights = lacking if any(lacking) else weights
+            i = rng.choices(range(len(episodic)), weights=weights)[0]
+            p = episodic[i]
             episode = self._run(p.name, p.make, rng.choice(customers))
             frauds = [e for e in episode if e.pattern == p.name]
             if not frauds:
@@ -624,6 +640,7 @@ class Generator:
                 drop = {id(e) for e in frauds[fraud_left:]}
                 episode = [e for e in episode if id(e) not in drop]
             events.extend(episode)
+            made[i] += min(len(frauds), fraud_left)
             fraud_left -= min(len(frauds), fraud_left)
 
         # Hard negatives.
