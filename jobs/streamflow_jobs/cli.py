@@ -47,6 +47,7 @@ console = _Console(stderr=True)
 
 TRAIN_EVENTS = 200_000
 DEFAULT_SEED = 7
+TRAIN_EMPTY_BLACKLIST = True  # reproduces the shipped model (ADR 0030)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -252,7 +253,10 @@ def train(
         if input is None:
             gen = Generator(GeneratorConfig(events=events, seed=seed))
             raw_events: Any = (orjson.dumps(e) for e, _ in gen.generate())
-            config = config.model_copy(update={"blacklist": BlacklistRule(customers=gen.blacklist)})
+            # The shipped model was trained when the blacklist was known only after generation,
+            # i.e. with an empty one; it stays so until the model is retrained (ADR 0030).
+            blacklist: list[str] = [] if TRAIN_EMPTY_BLACKLIST else gen.blacklist
+            config = config.model_copy(update={"blacklist": BlacklistRule(customers=blacklist)})
             source: dict[str, Any] = {"generator_events": events, "generator_seed": seed}
         else:
             stream = stack.enter_context(open_input(input))
