@@ -1,41 +1,16 @@
-"""Evaluation of decisions against labels: alert precision/recall, average precision, per-pattern
-alert rates (pure functions)."""
+"""Evaluating decisions held in memory against labels: the replay's metrics, joined by id."""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-from sklearn.metrics import average_precision_score
+from pathlib import Path
 
-from streamflow_jobs.evaluation import average_precision, evaluate
+import orjson
+import pytest
+
+from streamflow_jobs.evaluation import evaluate
 from streamflow_jobs.labels import LabelClass, Labels
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_average_precision_is_scikit_learns(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(2, 3000))
-    y = rng.random(n) < rng.uniform(0.005, 0.5)
-    y[0], y[1] = True, False
-    # Coarse scores: many ties, which must count as one threshold.
-    scores = np.round(rng.random(n) * 0.6 + y * rng.random(n) * 0.5, int(rng.integers(1, 4)))
-    ours = average_precision(y.tolist(), scores.tolist())
-    assert ours == pytest.approx(average_precision_score(y, scores), abs=1e-12)
-    # The order of the input does not matter.
-    perm = rng.permutation(n)
-    assert average_precision(y[perm].tolist(), scores[perm].tolist()) == pytest.approx(ours)
-
-
-def test_average_precision_needs_both_classes_and_clean_input() -> None:
-    assert average_precision([True, True], [0.1, 0.2]) is None
-    assert average_precision([False], [0.1]) is None
-    assert average_precision([True, False], [1.0, 0.0]) == 1.0
-    with pytest.raises(ValueError, match="shape"):
-        average_precision([True, False], [0.1])
-    with pytest.raises(ValueError, match="NaN"):
-        average_precision([True, False], [float("nan"), 0.1])
 
 
 def test_evaluate_joins_decisions_with_labels() -> None:
@@ -53,27 +28,47 @@ def test_evaluate_joins_decisions_with_labels() -> None:
         {"transaction_id": "e", "score": 0.95, "is_alert": True},
         {"transaction_id": "zz", "score": 0.99, "is_alert": True},  # no label: left out
     ]
-    ev = evaluate(decisions, labels)
-    assert (ev.decisions, ev.unlabelled, ev.labelled) == (6, 1, 5)
-    assert (ev.fraud, ev.alerts, ev.true_alerts) == (3, 3, 2)
-    assert ev.precision == pytest.approx(2 / 3) and ev.recall == pytest.approx(2 / 3)
-    assert ev.alert_rate == pytest.approx(3 / 5)
+    out = evaluate(decisions, labels)
+    assert (out["labelled"], out["fraud"], out["alerts"]) == (5, 3, 3)
+    assert out["coverage"] == pytest.approx(5 / 6)
+    assert out["precision"] == pytest.approx(2 / 3) and out["recall"] == pytest.approx(2 / 3)
     # Ranking e, c, b, d, a: precision 1, 1, 2/3, 3/4 at recalls 1/3, 2/3, 2/3, 1.
-    assert ev.average_precision == pytest.approx((1 + 1 + 0.75) / 3)
-    rates = {p.name: (p.events, p.alerted, p.alert_rate) for p in ev.patterns}
-    assert rates == {
-        "legit": (2, 1, 0.5),
-        "velocity_burst": (2, 1, 0.5),
-        "impossible_travel": (1, 1, 1.0),
+    assert out["average_precision"] == pytest.approx((1 + 1 + 0.75) / 3)
+    assert out["per_pattern"] == {
+        "legit": {"events": 2, "alert_rate": 0.5},
+        "velocity_burst": {"events": 2, "recall": 0.5},
+        "impossible_travel": {"events": 1, "recall": 1.0},
     }
-    summary = ev.to_dict()
-    assert summary["patterns"]["impossible_travel"]["alert_rate"] == 1.0
-    assert summary["labelled"] == 5 and summary["precision"] == ev.precision
+
+
+def test_evaluate_gives_what_replay_reports(tmp_path: Path) -> None:
+    """The same numbers as `streamflow replay --labels` on a generated world."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from streamflow_jobs.cli import app  # noqa: PLC0415
+    from streamflow_jobs.generator import Generator, GeneratorConfig  # noqa: PLC0415
+    from streamflow_jobs.labels import load_labels  # noqa: PLC0415
+
+    events, label_file = tmp_path / "tx.jsonl", tmp_path / "labels.jsonl"
+    gen = Generator(GeneratorConfig(events=3000, seed=4, customers=80, fraud_rate=0.04))
+    with events.open("wb") as ev, label_file.open("wb") as lab:
+        for event, label in gen.generate():
+            ev.write(orjson.dumps(event) + b"\n")
+            lab.write(orjson.dumps(label) + b"\n")
+    out, summary = tmp_path / "decisions.jsonl", tmp_path / "summary.json"
+    args = ["replay", "--input", str(events), "--output", str(out), "--labels", str(label_file)]
+    result = CliRunner().invoke(app, [*args, "--summary", str(summary)])
+    assert result.exit_code == 0, result.output
+    decisions = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    ours = evaluate(decisions, load_labels(label_file))
+    theirs = orjson.loads(summary.read_bytes())["metrics"]
+    for key in ("precision", "recall", "average_precision", "per_pattern", "labelled", "fraud"):
+        assert ours[key] == theirs[key], key
+    assert ours["alerts"] == sum(d["is_alert"] for d in decisions)
 
 
 def test_evaluate_without_alerts_or_fraud_says_none() -> None:
     labels = Labels({"a": 0}, [LabelClass("legit", False)])
-    ev = evaluate([{"transaction_id": "a", "score": 0.2, "is_alert": False}], labels)
-    assert ev.precision is None and ev.recall is None and ev.average_precision is None
-    empty = evaluate([], labels)
-    assert empty.alert_rate is None and empty.patterns == ()
+    out = evaluate([{"transaction_id": "a", "score": 0.2, "is_alert": False}], labels)
+    assert out["precision"] is None and out["recall"] is None
+    assert "average_precision" not in out and out["alerts"] == 0
