@@ -270,6 +270,16 @@ def test_fraud_only_from_blacklisted_accounts() -> None:
         Generator(GeneratorConfig(events=1000, customers=1, fraud_rate=0.1, mix=mix))
 
 
+def test_the_config_is_frozen() -> None:
+    mix = {"card_testing": 1.0}
+    config = GeneratorConfig(mix=mix)
+    mix["velocity_burst"] = 5.0
+    assert dict(config.mix or {}) == {"card_testing": 1.0}
+    with pytest.raises(TypeError):
+        config.mix["velocity_burst"] = 5.0  # type: ignore[index]
+    assert config == GeneratorConfig(mix={"card_testing": 1.0})
+
+
 def test_weights_are_parsed_with_one_line_errors() -> None:
     assert parse_weights("a=2, b = 0.5", ("a", "b"), "--mix") == {"a": 2.0, "b": 0.5}
     for text, message in [

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 from operator import attrgetter
+from types import MappingProxyType
 from typing import Any, Literal
 
 DAY = 86_400.0
@@ -363,6 +364,11 @@ class GeneratorConfig:
     hard_negatives: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
+        # Read-only copies: a caller changing its dict later cannot change a built world's options.
+        for name in ("mix", "hard_negatives"):
+            given = getattr(self, name)
+            if given is not None:
+                object.__setattr__(self, name, MappingProxyType(dict(given)))
         for name, n, hi in (
             ("events", self.events, MAX_EVENTS),
             ("customers", self.customers, MAX_CUSTOMERS),
