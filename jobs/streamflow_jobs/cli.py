@@ -47,6 +47,7 @@ console = _Console(stderr=True)
 
 TRAIN_EVENTS = 200_000
 DEFAULT_SEED = 7
+TRAIN_EMPTY_BLACKLIST = True  # reproduces the shipped model (ADR 0030)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -128,25 +129,73 @@ def _check_paths(inputs: dict[str, Path | None], outputs: dict[str, Path | None]
 def generate(
     output: Annotated[Path, typer.Option("--output", "-o", help="Events, one JSON per line")],
     labels: Annotated[Path, typer.Option(help="Labels file (transaction_id, is_fraud, pattern)")],
-    events: Annotated[int, typer.Option(min=1, help="Number of events")] = 100_000,
-    fraud_rate: Annotated[
-        float, typer.Option(min=0.0, max=0.49, help="Share of fraud events")
-    ] = 0.02,
-    seed: Annotated[int, typer.Option(help="Random seed; same seed, same files")] = 42,
-    customers: Annotated[int, typer.Option(min=1)] = 1000,
+    events: Annotated[int, typer.Option(help="Number of events")] = 100_000,
+    fraud_rate: Annotated[float, typer.Option(help="Share of fraud events, in [0, 0.5)")] = 0.02,
+    seed: Annotated[int, typer.Option(help="Random seed; same options, same files")] = 42,
+    customers: Annotated[int, typer.Option(help="Number of customers")] = 1000,
+    days: Annotated[
+        float | None,
+        typer.Option(help="Time span in days, 1-3660 [default: ~3 transactions/customer/day]"),
+    ] = None,
+    mix: Annotated[
+        str | None,
+        typer.Option(
+            help="Relative weights of the fraud patterns, e.g. velocity_burst=2,impossible_travel=1"
+            " (unlisted patterns get none) [default: every pattern, about equally]"
+        ),
+    ] = None,
+    region: Annotated[str, typer.Option(help="Where the stores are: brazil, usa or europe")] = (
+        "brazil"
+    ),
+    stores: Annotated[
+        int | None, typer.Option(help="Number of stores, 2-1000 [default: one per city (10)]")
+    ] = None,
+    spend_median: Annotated[float, typer.Option(help="The median customer's usual amount")] = 120.0,
+    activity_spread: Annotated[
+        float, typer.Option(help="Spread (log-normal sigma) of the customers' rates of buying")
+    ] = 0.5,
+    night_owl_share: Annotated[
+        float, typer.Option(help="Share of customers whose usual hours are around midnight")
+    ] = 0.10,
+    hard_negatives: Annotated[
+        str | None,
+        typer.Option(
+            help="Rates of legitimate look-alikes, e.g. legit_travel=0.2 (share of customers "
+            "taking a trip), legit_big_purchase=0.01 (per event) [default: 0.05, 0.006]"
+        ),
+    ] = None,
     rules_output: Annotated[
         Path | None, typer.Option(help="Also write a rules YAML holding this world's blacklist")
     ] = None,
 ) -> None:
-    """Generate synthetic transactions with labelled fraud patterns and hard negatives."""
+    """Generate a world: synthetic transactions with labelled fraud patterns and hard negatives."""
+    from streamflow_jobs import generator as g  # noqa: PLC0415
     from streamflow_jobs.files import Outputs  # noqa: PLC0415
-    from streamflow_jobs.generator import Generator, GeneratorConfig  # noqa: PLC0415
     from streamflow_jobs.rules.config import BlacklistRule, RulesConfig  # noqa: PLC0415
 
     _check_paths({}, {"--output": output, "--labels": labels, "--rules-output": rules_output})
-    gen = Generator(
-        GeneratorConfig(events=events, fraud_rate=fraud_rate, seed=seed, customers=customers)
-    )
+    negatives = tuple(h.name for h in g.HARD_NEGATIVES)
+    try:
+        gen = g.Generator(
+            g.GeneratorConfig(
+                events=events,
+                fraud_rate=fraud_rate,
+                seed=seed,
+                customers=customers,
+                days=days,
+                mix=None if mix is None else g.parse_weights(mix, g.FRAUD_PATTERNS, "--mix"),
+                region=region,
+                stores=stores,
+                spend_median=spend_median,
+                activity_spread=activity_spread,
+                night_owl_share=night_owl_share,
+                hard_negatives=None
+                if hard_negatives is None
+                else g.parse_weights(hard_negatives, negatives, "--hard-negatives"),
+            )
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
     fraud = 0
     with Outputs(output, labels, rules_output) as files, _progress() as bar:
         out, lab = files[output], files[labels]
@@ -162,7 +211,8 @@ def generate(
             files[rules_output].write(rules.to_yaml().encode("utf-8"))
     console.print(
         f"wrote {events} events ({fraud} fraud, {len(gen.customers)} customers, "
-        f"{gen.days:.0f} days) to {output}; labels to {labels}"
+        f"{len(gen.stores)} stores in {region}, {gen.days:g} days, "
+        f"{len(gen.blacklist)} blacklisted) to {output}; labels to {labels}"
     )
 
 
@@ -203,7 +253,10 @@ def train(
         if input is None:
             gen = Generator(GeneratorConfig(events=events, seed=seed))
             raw_events: Any = (orjson.dumps(e) for e, _ in gen.generate())
-            config = config.model_copy(update={"blacklist": BlacklistRule(customers=gen.blacklist)})
+            # The shipped model was trained when the blacklist was known only after generation,
+            # i.e. with an empty one; it stays so until the model is retrained (ADR 0030).
+            blacklist: list[str] = [] if TRAIN_EMPTY_BLACKLIST else gen.blacklist
+            config = config.model_copy(update={"blacklist": BlacklistRule(customers=blacklist)})
             source: dict[str, Any] = {"generator_events": events, "generator_seed": seed}
         else:
             stream = stack.enter_context(open_input(input))
