@@ -329,3 +329,34 @@ def test_window_metrics_are_exact_decimals() -> None:
     row = json.loads(metric("s1", 60, 0, (3, 30, 1), 0))
     assert (row["amount_sum"], row["amount_avg"], row["alerts"]) == ("0.30", "0.10", 1)
     assert row["window_end"] == "1970-01-01T00:01:00+00:00"
+
+
+def test_gil_safe_walk_scores_each_thread_its_own_row() -> None:
+    """Two subtasks in one TaskManager share its interpreter, and ctypes lets go of the GIL
+    during the walk: one thread's row or result must never reach another thread."""
+    import threading  # noqa: PLC0415
+
+    from streamflow_jobs.flink.thread_mode import gil_safe_walk  # noqa: PLC0415
+
+    scorer = ForestScorer.load()
+    args = scorer._walk_args
+    safe = gil_safe_walk(args[0].dtype)
+    rows = np.random.default_rng(9).normal(size=(400, len(scorer.features))).astype(np.float32)
+    rows[::5] *= 30
+    expected = [float(safe(rows[i : i + 1], *args)[0]) for i in range(len(rows))]
+    wrong: list[int] = []
+
+    def score(order: list[int]) -> None:
+        for _ in range(25):
+            for i in order:
+                if float(safe(rows[i : i + 1], *args)[0]) != expected[i]:
+                    wrong.append(i)
+
+    threads = [
+        threading.Thread(target=score, args=(list(range(len(rows)))[::step],)) for step in (1, -1)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []

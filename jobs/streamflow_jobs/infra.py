@@ -853,19 +853,21 @@ def down() -> dict[str, Any]:
 
 def postgres_dsn() -> str:
     """The DSN of the local warehouse database (``streamflow infra up`` first)."""
-    state = read_state()
-    if not state or "postgres" not in state:
-        raise InfraError("the local infrastructure is not running: `streamflow infra up`")
-    dsn: str = state["postgres"]["dsn"]
-    return dsn
+    return _running_value("postgres", "dsn")
 
 
 def kafka_bootstrap() -> str:
+    return _running_value("kafka", "bootstrap")
+
+
+def _running_value(component: str, key: str) -> str:
+    """One address from the state file; a missing or mangled file means nothing runs."""
     state = read_state()
-    if not state or "kafka" not in state:
+    part = state.get(component) if isinstance(state, dict) else None
+    value = part.get(key) if isinstance(part, dict) else None
+    if not isinstance(value, str) or not value:
         raise InfraError("the local infrastructure is not running: `streamflow infra up`")
-    bootstrap: str = state["kafka"]["bootstrap"]
-    return bootstrap
+    return value
 
 
 @contextlib.contextmanager

@@ -377,7 +377,10 @@ def test_savepoint_with_old_rules_restores_with_new_rules_at_parallelism_2(
     )
     got = by_id(alerts_of(bootstrap, topics["alerts"]))
     assert got == by_id(expected)
-    assert {a["rules_version"] for a in got.values()} == {"old", "new"}
+    assert {a["rules_version"] for a in got.values()} == {
+        RulesConfig(version="old").content_version,
+        new.content_version,
+    }
 
 
 def test_parallelism_2_raises_the_same_alerts_as_parallelism_1(

@@ -143,7 +143,20 @@ def stop_with_savepoint(
     if directory is not None:
         body["targetDirectory"] = directory.as_uri()
     trigger = rest_json(f"{cluster.rest}/jobs/{job_id}/stop", "POST", body)
-    return _await_savepoint(cluster, job_id, trigger["request-id"], timeout)
+    deadline = time.monotonic() + timeout
+    location = _await_savepoint(cluster, job_id, trigger["request-id"], timeout)
+    # A completed savepoint is not a finished job: its sinks commit the last Kafka transaction
+    # when they hear of the savepoint, after the REST call says COMPLETED. Only a finished job
+    # has published everything, and a job restored from the savepoint (same transactional ids)
+    # must not start beside it.
+    while (state := job_info(cluster, job_id).get("state")) not in _TERMINAL:
+        if time.monotonic() > deadline:
+            raise InfraError(f"{job_id} still {state} {timeout:.0f} s after its savepoint")
+        time.sleep(0.2)
+    return location
+
+
+_TERMINAL = ("FINISHED", "CANCELED", "FAILED")
 
 
 def _await_savepoint(cluster: FlinkCluster, job_id: str, request: str, timeout: float) -> str:
@@ -169,7 +182,7 @@ def cancel(cluster: FlinkCluster, job_id: str, timeout: float = 60.0) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if job_info(cluster, job_id).get("state") in ("CANCELED", "FAILED", "FINISHED"):
+        if job_info(cluster, job_id).get("state") in _TERMINAL:
             return
         time.sleep(0.2)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import threading
 from typing import Any
 
 import numpy as np
@@ -73,28 +74,34 @@ def gil_safe_walk(feature_dtype: np.dtype[Any]) -> Any:
     if key not in _INSTALLED:
         _INSTALLED[key] = _build(np.dtype(feature_dtype))
     _, call = _INSTALLED[key]
-    model: dict[int, tuple[int, ...]] = {}
+    model: dict[int, tuple[tuple[int, ...], tuple[Any, ...]]] = {}
     # One row at a time is the streaming case: copy it into a buffer whose address is known
-    # (reading an array's address costs more than the copy).
-    single: dict[int, tuple[Any, int, Any, int]] = {}
+    # (reading an array's address costs more than the copy). One set of buffers per thread:
+    # two subtasks in one TaskManager share this interpreter, and ctypes lets go of the GIL
+    # during the walk, so a shared buffer would hand one subtask's row or score to the other.
+    per_thread = threading.local()
 
     def walk(x: Any, feature: Any, threshold: Any, leaves: Any, n_trees: int, depth: int) -> Any:
         x32 = np.ascontiguousarray(x, dtype=np.float32)
         if x32.ndim != 2:
             raise ValueError(f"expected a 2-d array of rows, got {x32.shape}")
-        pointers = model.get(id(leaves))
-        if pointers is None or len(model) > 8:
+        entry = model.get(id(leaves))
+        if entry is None:
             for array in (feature, threshold, leaves):
                 if not array.flags.c_contiguous:
                     raise ValueError("model arrays must be contiguous")
-            model.clear()
-            pointers = model[id(leaves)] = (
-                _address(feature), feature.size, _address(threshold), threshold.size,
-                _address(leaves), leaves.size,
+            if len(model) >= 8:
+                model.clear()
+            # The entry holds the arrays: while it exists their memory (and id) stays theirs.
+            entry = model[id(leaves)] = (
+                (_address(feature), feature.size, _address(threshold), threshold.size,
+                 _address(leaves), leaves.size),
+                (feature, threshold, leaves),
             )  # fmt: skip
-            walk.keep = (feature, threshold, leaves)  # type: ignore[attr-defined]
+        pointers = entry[0]
         rows, cols = x32.shape
         if rows == 1:
+            single = per_thread.__dict__.setdefault("single", {})
             buffers = single.get(cols)
             if buffers is None:
                 x_buf, out_buf = np.empty((1, cols), np.float32), np.empty(1, np.float64)
