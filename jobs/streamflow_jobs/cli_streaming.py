@@ -102,6 +102,16 @@ def live(
         float | None,
         typer.Option(min=1, help="Produce at this many events/s (default: as fast as possible)"),
     ] = None,
+    shadow_rules: Annotated[
+        Path | None, typer.Option(help="A challenger's rules, run in shadow (default: --rules)")
+    ] = None,
+    shadow_model: Annotated[
+        Path | None, typer.Option(help="A challenger's model, run in shadow (default: --model)")
+    ] = None,
+    shadow_output: Annotated[
+        Path | None,
+        typer.Option(help="The challenger's verdicts where either side alerted (JSON lines)"),
+    ] = None,
 ) -> None:
     """Run the file through the real pipeline: Kafka -> the three Flink jobs -> alerts.
 
@@ -115,6 +125,7 @@ def live(
         result = live_run.run(
             input_path=input, alerts_path=alerts, dlq_path=dlq, summary_path=summary,
             rules_path=rules, model_path=model, rate=rate, console=console,
+            shadow_rules=shadow_rules, shadow_model=shadow_model, shadow_path=shadow_output,
         )  # fmt: skip
     except live_run.LiveError as exc:
         raise _fail(str(exc)) from exc

@@ -70,6 +70,10 @@ class LiveResult:
     bronze_transactions: int = 0
     dead_letters: int = 0
     alerts: int = 0
+    # With a shadow challenger: its verdicts published (either side alerted), and how many of
+    # them the challenger alerted on.
+    shadow_verdicts: int = 0
+    shadow_alerts: int = 0
     seconds: float = 0.0
     latencies_ms: list[int] = field(default_factory=list)
     alerts_by_rule: Counter[str] = field(default_factory=Counter)
@@ -87,6 +91,11 @@ class LiveResult:
             "ingest_dead_letters": self.ingest_dead_letters,
             "alerts": self.alerts,
             "alerts_by_rule": dict(sorted(self.alerts_by_rule.items())),
+            **(
+                {"shadow": {"verdicts": self.shadow_verdicts, "alerts": self.shadow_alerts}}
+                if "shadow" in self.topics
+                else {}
+            ),
             "errors": dict(sorted(self.errors.items())),
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.produced / self.seconds) if self.seconds else None,
@@ -109,13 +118,16 @@ def percentile(values: list[int], q: float) -> float | None:
     return float(values[rank - 1])
 
 
-def topics_for(run_id: str) -> dict[str, str]:
-    return {
+def topics_for(run_id: str, shadow: bool = False) -> dict[str, str]:
+    topics = {
         "transactions": f"{run_id}.transactions",
         "alerts": f"{run_id}.alerts",
         "metrics": f"{run_id}.metrics",
         "dead-letters": f"{run_id}.dead-letters",
     }
+    if shadow:
+        topics["shadow"] = f"{run_id}.shadow"
+    return topics
 
 
 def create_run_topics(bootstrap: str, topics: dict[str, str]) -> None:
@@ -130,12 +142,15 @@ def create_run_topics(bootstrap: str, topics: dict[str, str]) -> None:
 
 
 def job_args(bootstrap: str, topics: dict[str, str], run_id: str, rules: Path,
-             model: Path) -> JobArgs:  # fmt: skip
+             model: Path, shadow_rules: Path | None = None,
+             shadow_model: Path | None = None) -> JobArgs:  # fmt: skip
     return JobArgs.for_topics(
         bootstrap,
         topics,
         rules=str(rules),
         model=str(model),
+        shadow_rules=str(shadow_rules) if shadow_rules else None,
+        shadow_model=str(shadow_model) if shadow_model else None,
         group_id=run_id,
         starting_offsets="earliest",
         # A file replays history: no clock check, and windows wait for the slowest partition.
@@ -356,6 +371,9 @@ def run(
     rate: float | None,
     console: Any = None,
     infrastructure: dict[str, Any] | None = None,
+    shadow_rules: Path | None = None,
+    shadow_model: Path | None = None,
+    shadow_path: Path | None = None,
 ) -> LiveResult:
     """The whole ``streamflow live``; see the module's docstring. ``infrastructure``: a state
     like ``streamflow infra status --json`` prints, used as it is (tests); default: start the
@@ -367,11 +385,18 @@ def run(
     rules = rules_path.resolve() if rules_path else _default_rules()
     model = (model_path or DEFAULT_MODEL_PATH).resolve()
     run_id = f"live-{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
-    topics = topics_for(run_id)
+    shadowed = shadow_rules is not None or shadow_model is not None
+    if shadowed != (shadow_path is not None):
+        raise LiveError("a shadow run needs --shadow-output and --shadow-rules/--shadow-model")
+    shadow_rules = shadow_rules.resolve() if shadow_rules else None
+    shadow_model = shadow_model.resolve() if shadow_model else None
+    topics = topics_for(run_id, shadow=shadowed)
     result = LiveResult(run_id, topics=topics)
     say: Callable[[str], None] = console.print if console is not None else (lambda text: None)
     try:
-        load_detector(job_args("127.0.0.1:1", topics, run_id, rules, model))
+        load_detector(
+            job_args("127.0.0.1:1", topics, run_id, rules, model, shadow_rules, shadow_model)
+        )
     except (OSError, ValueError) as exc:
         raise LiveError(f"rules or model not usable: {exc}") from exc
     stop = threading.Event()
@@ -389,7 +414,7 @@ def run(
             ensure_slots(cluster, 3)
             bootstrap, dsn = state["kafka"]["bootstrap"], state["postgres"]["dsn"]
             create_run_topics(bootstrap, topics)
-            args = job_args(bootstrap, topics, run_id, rules, model)
+            args = job_args(bootstrap, topics, run_id, rules, model, shadow_rules, shadow_model)
             say(f"run {run_id}: submitting the three jobs")
             config = {"execution.checkpointing.interval": CHECKPOINT_INTERVAL}
             with ThreadPoolExecutor(3) as pool:
@@ -413,7 +438,7 @@ def run(
                 local.stop_with_savepoint(cluster, job.job_id)
             submitted.clear()
             write_outputs(bootstrap, topics, run_id, alerts_path, dlq_path, result,
-                          producer.produced_at)  # fmt: skip
+                          producer.produced_at, shadow_path)  # fmt: skip
             infra.delete_topics(bootstrap, list(topics.values()))
         except KeyboardInterrupt as exc:
             raise LiveError("interrupted: stopped the jobs and what this run started") from exc
@@ -498,8 +523,8 @@ def wait_accounted(cluster: infra.FlinkCluster, jobs: list[local.Submitted], dsn
 
 
 def write_outputs(bootstrap: str, topics: dict[str, str], run_id: str, alerts_path: Path,
-                  dlq_path: Path | None, result: LiveResult, produced_at: dict[str, int]
-                  ) -> None:  # fmt: skip
+                  dlq_path: Path | None, result: LiveResult, produced_at: dict[str, int],
+                  shadow_path: Path | None = None) -> None:  # fmt: skip
     seen: set[str] = set()
     with _atomic(alerts_path) as out:
         for msg in read_topic(bootstrap, topics["alerts"], f"{run_id}.reader"):
@@ -524,6 +549,12 @@ def write_outputs(bootstrap: str, topics: dict[str, str], run_id: str, alerts_pa
             if dead is not None:
                 dead.write(msg.value() + b"\n")
     result.dead_letters += result.ingest_dead_letters
+    if shadow_path is not None:
+        with _atomic(shadow_path) as out:
+            for msg in read_topic(bootstrap, topics["shadow"], f"{run_id}.reader-shadow"):
+                out.write(msg.value() + b"\n")
+                result.shadow_verdicts += 1
+                result.shadow_alerts += bool(orjson.loads(msg.value())["shadow"]["is_alert"])
 
 
 @contextlib.contextmanager
@@ -551,5 +582,8 @@ def print_summary(result: LiveResult, out: Any) -> None:
     out.print(f"  bronze rows {s['bronze_transactions']:>10}   dead letters {s['dead_letters']}"
               f"  {s['errors'] or ''}")  # fmt: skip
     out.print(f"  alerts      {s['alerts']:>10}   by rule {s['alerts_by_rule']}")
+    if "shadow" in s:
+        out.print(f"  shadow      {s['shadow']['verdicts']:>10}   verdicts published, "
+                  f"{s['shadow']['alerts']} of them challenger alerts")  # fmt: skip
     out.print(f"  decision latency (produce -> alert appended): p50 {lat['p50']} ms, "
               f"p99 {lat['p99']} ms over {lat['count']} alerts")  # fmt: skip

@@ -187,6 +187,7 @@ def test_the_event_contracts_fit_bronze(database_url: str) -> None:
         rules_score=0.8,
         ml_score=0.95,
         is_alert=True,
+        action="review",
         reasons=[Reason("FR-001", "high_value", 4.2, 3.0, 0.6, "amount 4.2x the mean")],
         rules_version="1",
         model_version="iforest-test",

@@ -33,6 +33,7 @@ from streamflow_jobs.generator import Generator, GeneratorConfig
 from streamflow_jobs.live import committed_lag, read_topic, run
 from streamflow_jobs.model.forest import DEFAULT_MODEL_PATH, ForestScorer
 from streamflow_jobs.rules.config import RulesConfig
+from streamflow_jobs.state import CustomerState
 
 pytestmark = pytest.mark.integration
 CHECKPOINTS = {"execution.checkpointing.interval": "1s"}
@@ -240,6 +241,65 @@ def test_live_raises_exactly_replays_alerts_and_accounts_for_every_line(
     assert any(r[4] for r in rows)  # the 100 KB line: kept cut at 10 KiB
     assert set(versions) == {1, 2, 3}
     assert stored_alerts == (len(expected), len(expected))
+
+
+def test_live_runs_a_shadow_challenger_beside_the_live_detector(
+    streaming: dict[str, Any], tmp_path: Path, rules_file: Path
+) -> None:
+    """`streamflow live --shadow-rules`: the live alerts are exactly those without a shadow;
+    the challenger's verdicts (where either side alerted) are exactly the core's, in a topic
+    and in bronze."""
+    events = generated(3000, seed=13, customers=120)
+    source = tmp_path / "tx.jsonl"
+    source.write_bytes(b"\n".join(events) + b"\n")
+    candidate = RulesConfig.model_validate(
+        {"version": "challenger", "alert_threshold": 0.5, "velocity": {"max_count": 3}}
+    )
+    candidate_file = tmp_path / "candidate.yaml"
+    candidate_file.write_text(candidate.to_yaml())
+    alerts, shadow, summary = tmp_path / "alerts.jsonl", tmp_path / "shadow.jsonl", tmp_path / "s"
+    result = run(
+        input_path=source, alerts_path=alerts, dlq_path=None, summary_path=summary,
+        rules_path=rules_file, model_path=None, rate=None, infrastructure=streaming,
+        shadow_rules=candidate_file, shadow_path=shadow,
+    )  # fmt: skip
+    model = ForestScorer.load()
+    live_rules = RulesConfig.from_yaml(rules_file)
+    got = by_id([orjson.loads(x) for x in alerts.read_bytes().splitlines()])
+    assert got == by_id(reference(events, [(0, Detector(live_rules, model))]))  # no shadow field
+    states: dict[str, Any] = {}
+    shadows: dict[str, Any] = {}
+    detector = Detector(live_rules, model, shadow=Detector(candidate, model))
+    expected = []
+    for line in events:
+        txn = parse_transaction(line).transaction  # type: ignore[union-attr]
+        d = detector.process(
+            states.setdefault(txn.customer_id, CustomerState()),
+            txn,
+            shadow_state=shadows.setdefault(txn.customer_id, CustomerState()),
+        )
+        decision = d.decision
+        assert decision is not None and decision.shadow is not None and not d.duplicate
+        if decision.is_alert or decision.shadow.is_alert:
+            expected.append(orjson.loads(msgspec.json.encode(decision)))
+    verdicts = by_id([orjson.loads(x) for x in shadow.read_bytes().splitlines()])
+    assert verdicts == by_id(expected)
+    assert any(v["shadow"]["is_alert"] and not v["is_alert"] for v in verdicts.values())
+    s = orjson.loads(summary.read_bytes())
+    assert s["shadow"] == {
+        "verdicts": len(expected),
+        "alerts": sum(v["shadow"]["is_alert"] for v in expected),
+    }
+    with psycopg.connect(streaming["postgres"]["dsn"]) as conn:
+        rows = conn.execute(
+            "SELECT transaction_id, live_action, shadow_action, shadow_rules_version "
+            "FROM bronze.shadow_decisions WHERE kafka_topic = %s",
+            (result.topics["transactions"],),
+        ).fetchall()
+    assert {r[0]: (r[1], r[2]) for r in rows} == {
+        t: (v["action"], v["shadow"]["action"]) for t, v in verdicts.items()
+    }
+    assert {r[3] for r in rows} == {candidate.content_version}
 
 
 def test_a_killed_taskmanager_loses_and_duplicates_nothing(

@@ -51,6 +51,11 @@ class JobArgs:
     model: str | None = None
     # Compacted topic of blacklist entries (fraud-detector); none: the rules file's list only.
     control_topic: str | None = None
+    # A challenger run in shadow by the fraud-detector (its rules and/or model; the other one
+    # is the live one), and the topic its verdicts go to. Nothing it decides is acted on.
+    shadow_rules: str | None = None
+    shadow_model: str | None = None
+    shadow_topic: str | None = None
     # Consumer group prefix; a job appends its own name (offsets are also in Flink's state).
     group_id: str = "streamflow"
     # Where a job without state or committed offsets starts reading.
@@ -79,6 +84,7 @@ class JobArgs:
             "metrics_topic",
             "dead_letter_topic",
             "control_topic",
+            "shadow_topic",
         ):
             if getattr(self, name) is not None:
                 _check_topic(name, getattr(self, name))
@@ -97,6 +103,11 @@ class JobArgs:
             raise ValueError(f"windows: seconds within 1..86400, got {self.windows}")
         if len(set(self.windows)) != len(self.windows):
             raise ValueError(f"windows: each size once, got {self.windows}")
+        has_challenger = self.shadow_rules is not None or self.shadow_model is not None
+        if has_challenger != (self.shadow_topic is not None):
+            raise ValueError(
+                "shadow: --shadow-topic goes with --shadow-rules and/or --shadow-model"
+            )
 
     @classmethod
     def for_topics(
@@ -110,6 +121,7 @@ class JobArgs:
             alerts_topic=topics.get("alerts"),
             metrics_topic=topics.get("metrics"),
             dead_letter_topic=topics.get("dead-letters"),
+            shadow_topic=topics.get("shadow"),
             **options,  # type: ignore[arg-type]
         )
 
@@ -158,6 +170,9 @@ def parser(prog: str = "streamflow-job") -> argparse.ArgumentParser:
     p.add_argument("--rules", default=None)
     p.add_argument("--model", default=None)
     p.add_argument("--control-topic", default=None)
+    p.add_argument("--shadow-rules", default=None)
+    p.add_argument("--shadow-model", default=None)
+    p.add_argument("--shadow-topic", default=None)
     p.add_argument("--group-id", default="streamflow")
     p.add_argument("--starting-offsets", choices=_STARTING, default="committed")
     p.add_argument("--max-out-of-orderness-ms", type=int, default=5_000)

@@ -34,7 +34,7 @@ from pyflink.common import Row, Types
 from pyflink.datastream import KeyedBroadcastProcessFunction, KeyedProcessFunction, OutputTag
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
-from streamflow_jobs.detector import Detector
+from streamflow_jobs.detector import Detector, with_shadow
 from streamflow_jobs.events import (
     DEAD_LETTER_PAYLOAD_LIMIT,
     DeadLetter,
@@ -68,6 +68,19 @@ ALERT_COLUMNS = [
     ("model_version", "STRING"),
 ]
 ALERT_KEY = common.SOURCE_KEY
+SHADOW_COLUMNS = [
+    *common.SOURCE_COLUMNS,
+    ("event_time", "STRING"),
+    ("live_action", "STRING"),
+    ("live_score", "DOUBLE"),
+    ("live_rules_version", "STRING"),
+    ("live_model_version", "STRING"),
+    ("shadow_action", "STRING"),
+    ("shadow_score", "DOUBLE"),
+    ("shadow_reasons", "STRING"),
+    ("shadow_rules_version", "STRING"),
+    ("shadow_model_version", "STRING"),
+]
 _encode = msgspec.json.Encoder().encode
 FLUSH_EVERY = 128  # events between two updates of the Flink counters
 LATENCY_SAMPLE = 16  # one decision in this many feeds the latency metric
@@ -159,16 +172,64 @@ def alert_row(decision: FraudDecision, record: Any) -> tuple[Any, ...]:
 
 
 def load_detector(args: JobArgs) -> Detector:
+    """The live detector, carrying the shadow challenger when the job runs one."""
     from streamflow_jobs.model.forest import ForestScorer  # noqa: PLC0415
     from streamflow_jobs.rules.config import RulesConfig  # noqa: PLC0415
 
-    return Detector(
-        RulesConfig.from_yaml(args.rules or RULES_PATH), ForestScorer.load(args.model or MODEL_PATH)
+    rules = RulesConfig.from_yaml(args.rules or RULES_PATH)
+    model = ForestScorer.load(args.model or MODEL_PATH)
+    challenger = None
+    if args.shadow_topic is not None:
+        challenger = Detector(
+            RulesConfig.from_yaml(args.shadow_rules) if args.shadow_rules else rules,
+            ForestScorer.load(args.shadow_model) if args.shadow_model else model,
+        )
+    return Detector(rules, model, shadow=challenger)
+
+
+def shadow_verdict(
+    challenger: Detector, state: bytes | None, txn: Transaction
+) -> tuple[bytes | None, FraudDecision | None]:
+    """The challenger's decision on ``txn`` from its own state bytes: (new state, decision).
+    A challenger acts on nothing: an event it cannot decide (a conflict only its state sees)
+    or a state it cannot read leaves it without a verdict, never fails the live path."""
+    try:
+        customer = decode_state(state) if state else CustomerState()
+    except StateEncodingError:
+        customer = CustomerState()  # start this customer again: the live state is untouched
+    detection = challenger.process(customer, txn)
+    if detection.decision is None:
+        return None, None
+    return (None if detection.duplicate else encode_state(customer)), detection.decision
+
+
+def shadow_row(decision: FraudDecision, record: Any) -> tuple[Any, ...]:
+    shadow = decision.shadow
+    assert shadow is not None
+    return (
+        record[1],
+        record[2],
+        record[3],
+        decision.transaction_id,
+        decision.customer_id,
+        decision.store_id,
+        decision.event_time.isoformat(),
+        decision.action,
+        decision.score,
+        decision.rules_version,
+        decision.model_version,
+        shadow.action,
+        shadow.score,
+        _encode(shadow.reasons).decode("utf-8"),
+        shadow.rules_version,
+        shadow.model_version,
     )
 
 
 DEAD_TAG = OutputTag("dead-letters", Types.STRING())
 BRONZE_TAG = OutputTag("bronze-alerts", common.row_type(ALERT_COLUMNS))
+SHADOW_TAG = OutputTag("shadow", Types.STRING())
+SHADOW_BRONZE_TAG = OutputTag("bronze-shadow", common.row_type(SHADOW_COLUMNS))
 CONTROL_STATE = MapStateDescriptor("blacklist-overrides", Types.STRING(), Types.STRING())
 
 
@@ -205,6 +266,13 @@ class _Detect:
         # FLUSH_EVERY events: each counter call crosses into Java (~1 us).
         self.pending_in = self.pending_decisions = self.latency_sum = self.latency_n = 0
         self.cache: dict[str, str] = {}
+        # The challenger's own per-customer state, beside the live one (same encoding).
+        self.challenger = self.detector.shadow
+        if self.challenger is not None:
+            self.shadow_state = runtime_context.get_state(
+                ValueStateDescriptor("shadow-customer-state", Types.STRING())
+            )
+            self.shadow_cache: dict[str, str] = {}
 
     def _counter(self, name: str) -> Any:
         counter = self.per_code.get(name)
@@ -267,6 +335,8 @@ class _Detect:
         if duplicate:
             self.count["duplicates"](1)
             return
+        if self.challenger is not None:
+            yield from self._shadow(key, txn, result, record)
         if result.is_alert:
             self.count["alerts"](1)
             for reason in result.reasons:
@@ -274,6 +344,32 @@ class _Detect:
             yield _encode(result).decode("utf-8")
             if self.to_bronze:
                 yield BRONZE_TAG, Row(*alert_row(result, record))
+
+    def _shadow(
+        self, key: str, txn: Transaction, live: FraudDecision, record: Any
+    ) -> Iterator[Any]:
+        """The challenger's verdict beside ``live``: published when either side alerts."""
+        assert self.challenger is not None
+        cache = self.shadow_cache
+        stored = cache.get(key)
+        if stored is None:
+            stored = self.shadow_state.value()
+        new_state, verdict = shadow_verdict(
+            self.challenger, stored.encode("latin-1") if stored is not None else None, txn
+        )
+        if new_state is not None:
+            text = new_state.decode("latin-1")
+            self.shadow_state.update(text)
+            if len(cache) >= STATE_CACHE:
+                cache.clear()
+            cache[key] = text
+        if verdict is None or not (live.is_alert or verdict.is_alert):
+            return
+        both = with_shadow(live, verdict)
+        self._counter("shadow_alerts" if verdict.is_alert else "shadow_allows")(1)
+        yield SHADOW_TAG, _encode(both).decode("utf-8")
+        if self.to_bronze:
+            yield SHADOW_BRONZE_TAG, Row(*shadow_row(both, record))
 
     def _reject(self, rejected: Rejected, raw: bytes, record: Any) -> Iterator[Any]:
         self.count["dead_letters"](1)
@@ -347,6 +443,10 @@ def build(env: Any, t_env: Any, args: JobArgs, dsn: str | None) -> None:
     decided.sink_to(common.kafka_sink(args, topic(args, "alerts_topic"), JOB, "alerts")).name(
         "alerts-to-kafka"
     ).uid("alerts-to-kafka")
+    if args.shadow_topic is not None:
+        decided.get_side_output(SHADOW_TAG).sink_to(
+            common.kafka_sink(args, args.shadow_topic, JOB, "shadow")
+        ).name("shadow-to-kafka").uid("shadow-to-kafka")
     if dsn is not None:
         common.jdbc_sink_table(
             t_env, "bronze_alerts", "bronze.fraud_alerts", ALERT_COLUMNS, ALERT_KEY, dsn
@@ -355,6 +455,13 @@ def build(env: Any, t_env: Any, args: JobArgs, dsn: str | None) -> None:
         statements.add_insert(
             "bronze_alerts", t_env.from_data_stream(decided.get_side_output(BRONZE_TAG))
         )
+        if args.shadow_topic is not None:
+            common.jdbc_sink_table(
+                t_env, "bronze_shadow", "bronze.shadow_decisions", SHADOW_COLUMNS, ALERT_KEY, dsn
+            )
+            statements.add_insert(
+                "bronze_shadow", t_env.from_data_stream(decided.get_side_output(SHADOW_BRONZE_TAG))
+            )
         statements.attach_as_datastream()
     from streamflow_jobs.flink.transaction_processor import dead_letters  # noqa: PLC0415
 
