@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from streamflow_jobs.flink.args import parse_args
+from streamflow_jobs.rules.config import RulesConfig
 from streamflow_operator.crd import CHART_CRD_PATH, CRD_PATH, build_crd, crd_yaml
 from streamflow_operator.reconcile import (
     SpecError,
@@ -89,6 +91,8 @@ def test_sample_sets_every_spec_field() -> None:
                 missing.append(f"{path}{key}")
                 continue
             value = getattr(model, name)
+            if f"{path}{key}" == "spec.shadow.rules":
+                continue  # an overlay on spec.rules: it sets only what the challenger changes
             if hasattr(type(value), "model_fields"):
                 missing += unset(value, data[key], f"{path}{key}.")
         return missing
@@ -106,12 +110,11 @@ def test_the_sample_pins_the_model_the_repository_ships() -> None:
 def test_render_gives_every_child_in_apply_order() -> None:
     kinds = [c["kind"] for c in render_all(parse_spec(SAMPLE["spec"]), meta())]
     assert kinds == [
-        "ConfigMap",
-        "ConfigMap",
+        *["ConfigMap"] * 3,  # rules, the shadow's rules, the model
         "Cluster",
         "Database",
         "Job",
-        *["KafkaTopic"] * 5,
+        *["KafkaTopic"] * 6,  # with the shadow's verdicts
         "Secret",
         *["FlinkDeployment"] * 3,
     ]
@@ -136,7 +139,7 @@ def test_the_control_topic_is_compacted_and_reaches_the_fraud_detector() -> None
             True,
             True,
             True,
-            {"transactions", "alerts", "dead-letter", "control"},
+            {"transactions", "alerts", "dead-letter", "control", "shadow"},
         ),
         ("realtime-aggregator", False, False, False, {"transactions", "alerts", "metrics"}),
     ],
@@ -249,9 +252,47 @@ def test_children_carry_the_ownership_proof() -> None:
 def test_render_cli_output_is_yaml_and_says_what_it_leaves_out() -> None:
     text, notes = render_with_notes((ROOT / "config/samples/fraudpipeline.yaml").read_text())
     docs = [d for d in yaml.safe_load_all(text) if d]
-    assert len(docs) == 12 and all("apiVersion" in d for d in docs)
+    assert len(docs) == 14 and all("apiVersion" in d for d in docs)
     assert any("Secret airflow/fraud-payments-airflow-conn" in n for n in notes)
     assert any("payments-model-v1" in n for n in notes)
+    assert any("the shadow model" in n for n in notes)
+
+
+def test_a_shadow_challenger_is_mounted_beside_the_live_inputs_of_the_fraud_detector() -> None:
+    shadow_model = PublishedModel("payments-model-fedcba9876", "m2", "sha256:fedcba98", b"{}")
+    spec = parse_spec(SAMPLE["spec"])
+    children = render_all(spec, meta(shadow_model=shadow_model))
+    by_name = {c["metadata"]["name"]: c for c in children}
+    fd = by_name["payments-fraud-detector"]
+    args = fd["spec"]["job"]["args"]
+    pod = fd["spec"]["podTemplate"]["spec"]
+    volumes = {v["name"]: v["configMap"]["name"] for v in pod["volumes"]}
+    assert volumes["shadow-model"] == "payments-model-fedcba9876" in by_name
+    text = by_name[volumes["shadow-rules"]]["data"]["rules.yaml"]
+    shadow_rules = RulesConfig.model_validate(yaml.safe_load(text))
+    # An overlay: the challenger's own fields, the live rules' others (the blacklist, say).
+    assert shadow_rules.alert_threshold == 0.6 and shadow_rules.velocity.max_count == 4
+    assert shadow_rules.blacklist.customers == spec.rules.blacklist.customers == ["C00028"]
+    assert args[args.index("--shadow-topic") + 1] == topic_name(meta(), "shadow")
+    assert args[args.index("--shadow-rules") + 1].startswith("/etc/streamflow/shadow-rules/")
+    assert args[args.index("--shadow-model") + 1] == "/etc/streamflow/shadow-model/model.json"
+    assert parse_args(args[args.index("-pym") + 2 :], prog="fraud-detector").shadow_topic
+    # The other jobs know nothing of it; without a shadow, nothing of it is rendered.
+    for job in ("payments-transaction-processor", "payments-realtime-aggregator"):
+        assert "shadow" not in json.dumps(by_name[job])
+    plain = render_all(parse_spec({**SAMPLE["spec"], "shadow": None}), meta())
+    assert "shadow" not in json.dumps(plain)
+
+
+def test_a_shadow_model_never_valid_runs_no_shadow_model() -> None:
+    spec = parse_spec({**SAMPLE["spec"], "shadow": {"model": {"configMapName": "cand"}}})
+    fd = next(c for c in render_all(spec, meta()) if c["kind"] == "FlinkDeployment" and
+              c["metadata"]["name"] == "payments-fraud-detector")  # fmt: skip
+    assert "shadow" not in json.dumps(fd)  # nothing of its own that is valid: no shadow
+    spec = parse_spec(SAMPLE["spec"])  # rules and a never-valid model: the rules alone
+    args = flink(SAMPLE["spec"])["fraud-detector"]["spec"]["job"]["args"]
+    assert "--shadow-rules" in args and "--shadow-model" not in args
+    assert spec.shadow is not None
 
 
 def test_render_with_the_built_in_model_shows_its_size_not_its_bytes() -> None:

@@ -227,3 +227,28 @@ def test_a_deletion_says_what_it_waits_for() -> None:
     )
     assert status["phase"] == "Terminating"
     assert "example.com/hold" in condition(status, "Ready")["message"]
+
+
+def test_the_shadow_versions_that_run_are_in_the_status() -> None:
+    challenger = PublishedModel("payments-model-fedcba9876", "m2", "sha256:fedcba98")
+    status, _ = build_status(obs(all_ready(), shadow_model=ModelInfo(challenger)), {}, 1)
+    spec = parse_spec(SAMPLE["spec"])
+    assert status["shadowRulesVersion"] == spec.shadow_rules().content_version  # type: ignore[union-attr]
+    assert status["shadowModelVersion"] == "m2"
+    assert status["modelVersion"] == "m1"
+    no_shadow = Observation(
+        spec=parse_spec({**SAMPLE["spec"], "shadow": None}), model=ModelInfo(MODEL),
+        children=all_ready(),
+    )  # fmt: skip
+    status, _ = build_status(no_shadow, {}, 1)
+    assert "shadowRulesVersion" not in status and "shadowModelVersion" not in status
+
+
+def test_an_invalid_shadow_model_is_reported_and_the_last_good_one_runs() -> None:
+    previous = PublishedModel("payments-model-fedcba9876", "m2", "sha256:fedcba98")
+    broken = ModelInfo(previous, error="ConfigMap fraud/cand: checksum mismatch")
+    status, events = build_status(obs(all_ready(), shadow_model=broken), {}, 1)
+    ready = condition(status, "ModelReady")
+    assert ready["status"] == "False" and "shadow model: ConfigMap fraud/cand" in ready["message"]
+    assert status["shadowModelVersion"] == "m2" and status["modelVersion"] == "m1"
+    assert any("shadow model" in e[2] for e in events)

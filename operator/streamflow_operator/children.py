@@ -146,6 +146,13 @@ def slim(obj: dict[str, Any]) -> Manifest:
         out["spec"] = {"job": {"state": (spec.get("job") or {}).get("state")}}
         out["mounts"] = sorted(mounted_config_maps(obj))  # now or for a rollback
         out["mountsNow"] = sorted(mounted_config_maps({"spec": spec}))
+        # Which ConfigMap each volume mounts now: the live model and the shadow's are told apart.
+        template = (spec.get("podTemplate") or {}).get("spec") or {}
+        out["mountsByVolume"] = {
+            str(v.get("name")): str(v["configMap"]["name"])
+            for v in template.get("volumes") or []
+            if isinstance(v, dict) and (v.get("configMap") or {}).get("name")
+        }
     status = obj.get("status")
     if isinstance(status, dict) and kind in _STATUS_KEYS:
         out["status"] = {k: status[k] for k in _STATUS_KEYS[kind] if k in status}

@@ -93,6 +93,7 @@ def spec_schema() -> dict[str, Any]:
     """The spec's structural schema, as the CRD carries it."""
     spec = openapi_schema(FraudPipelineSpec)
     _describe_rules(spec["properties"]["rules"])
+    _describe_rules(spec["properties"]["shadow"]["properties"]["rules"])
     return spec
 
 

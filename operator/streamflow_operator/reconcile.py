@@ -60,7 +60,7 @@ from streamflow_operator.render.model import (
 )
 from streamflow_operator.render.postgres import app_secret_name
 from streamflow_operator.runtime import PipelineKey, Store
-from streamflow_operator.spec import GROUP, PLURAL, VERSION, FraudPipelineSpec
+from streamflow_operator.spec import GROUP, PLURAL, VERSION, FraudPipelineSpec, ModelSpec
 from streamflow_operator.status import ModelInfo, Observation, build_status, normalized
 
 log = logging.getLogger("streamflow.reconcile")
@@ -171,6 +171,22 @@ def render_with_notes(text: str) -> tuple[str, list[str]]:
             "cluster; the fraud-detector mounts it)"
         )
     meta = replace(meta, model=published)
+    if spec.shadow is not None and spec.shadow.model is not None:
+        if spec.shadow.model.config_map_name is None:
+            meta = replace(meta, shadow_model=published)
+        else:
+            meta = replace(
+                meta,
+                shadow_model=PublishedModel(
+                    f"{meta.name}-model-<shadow-checksum>",
+                    spec.shadow.model.version or "<shadow-version>",
+                    "<shadow-checksum>",
+                ),
+            )
+            notes.append(
+                f"left out: the verified copy of ConfigMap {meta.namespace}/"
+                f"{spec.shadow.model.config_map_name} (the shadow model, read in the cluster)"
+            )
     children = render_all(spec, meta)
     for child in children:  # the model payload is long: show its size, not its bytes
         data = child.get("data", {})
@@ -222,9 +238,15 @@ class Reconciler:
         self.uids[md["uid"]] = key
         spec = body.get("spec") or {}
         model = (spec.get("model") or {}).get("configMapName")
+        shadow_model = ((spec.get("shadow") or {}).get("model") or {}).get("configMapName")
         pg = spec.get("postgres") or {}
         cluster = pg.get("clusterName") or f"{md['name']}-pg"
-        self._refer(self.model_refs, key, (md["namespace"], model) if model else None)
+        self._refer(
+            self.model_refs,
+            key,
+            (md["namespace"], model) if model else None,
+            (md["namespace"], shadow_model) if shadow_model else None,
+        )
         self._refer(self.secret_refs, key, (md["namespace"], f"{cluster}-app"))
 
         def essence(b: dict[str, Any] | None) -> Any:
@@ -243,12 +265,13 @@ class Reconciler:
     def _refer(
         refs: dict[tuple[str, str], set[PipelineKey]],
         key: PipelineKey,
-        target: tuple[str, str] | None,
+        *targets: tuple[str, str] | None,
     ) -> None:
         for holders in refs.values():
             holders.discard(key)
-        if target is not None:
-            refs.setdefault(target, set()).add(key)
+        for target in targets:
+            if target is not None:
+                refs.setdefault(target, set()).add(key)
 
     def pipeline_gone(self, key: PipelineKey) -> None:
         body = self.pipelines.pop(key, None)
@@ -328,9 +351,17 @@ class Reconciler:
         if isinstance(spec, str):  # nothing is applied: the children keep what they run
             return Observation(spec=None, model=ModelInfo(None), spec_error=spec)
         model = await self._model(spec, meta)
-        obs = Observation(spec=spec, model=model)
+        shadow = None
+        if spec.shadow is not None and spec.shadow.model is not None:
+            shadow = await self._model(spec, meta, spec.shadow.model, volume="shadow-model")
+        obs = Observation(spec=spec, model=model, shadow_model=shadow)
         uri = self.app_secrets.get((meta.namespace, app_secret_name(spec, meta)))
-        meta = replace(meta, app_secret_uri=uri, model=model.deployed)
+        meta = replace(
+            meta,
+            app_secret_uri=uri,
+            model=model.deployed,
+            shadow_model=shadow.deployed if shadow is not None else None,
+        )
 
         planned = [m for m in render_all(spec, meta) if m["kind"] != "FlinkDeployment"]
         live: dict[str, Manifest] = {}
@@ -359,10 +390,15 @@ class Reconciler:
         await self._prune(spec, meta, planned + flink)
         return obs
 
-    async def _model(self, spec: FraudPipelineSpec, meta: Meta) -> ModelInfo:
-        """The model to mount: the source's if valid, else the last good one (what the live
-        fraud-detector mounts), with the source's error."""
-        name = spec.model.config_map_name
+    async def _model(
+        self, spec: FraudPipelineSpec, meta: Meta, model_spec: ModelSpec | None = None,
+        volume: str = "model",
+    ) -> ModelInfo:  # fmt: skip
+        """The model to mount (the live one, or with ``model_spec`` and ``volume`` the shadow
+        challenger's): the source's if valid, else the last good one (what the running
+        fraud-detector mounts on that volume), with the source's error."""
+        model_spec = model_spec or spec.model
+        name = model_spec.config_map_name
         error: str | None = None
         good: Verified | None = None
         if name is None:
@@ -385,14 +421,15 @@ class Reconciler:
                 if cache_key not in self.verified:
                     full = await self.kube.get(BY_KIND["ConfigMap"], meta.namespace, name)
                     self.verified = {k: v for k, v in self.verified.items() if k[0] != cm_md["uid"]}
-                    self.verified[cache_key] = self._verify(full, source, spec.model.version)
+                    self.verified[cache_key] = self._verify(full, source, model_spec.version)
                 outcome = self.verified[cache_key]
                 good = outcome if isinstance(outcome, Verified) else None
                 error = outcome if isinstance(outcome, str) else None
         if good is not None:
             # Verified models are kept (by checksum) while a pipeline uses them.
-            previous = self.model_in_use.get((meta.namespace, meta.name))
-            self.model_in_use[(meta.namespace, meta.name)] = good.checksum
+            use = (meta.namespace, meta.name if volume == "model" else f"{meta.name}/{volume}")
+            previous = self.model_in_use.get(use)
+            self.model_in_use[use] = good.checksum
             self.models[good.checksum] = good
             if (
                 previous
@@ -404,7 +441,7 @@ class Reconciler:
                 model_config_map(meta, good.checksum), good.version, good.checksum, good.raw
             )
             return ModelInfo(published)
-        return ModelInfo(self._last_good_model(meta), error)
+        return ModelInfo(self._last_good_model(meta, volume), error)
 
     @staticmethod
     def _verify(cm: dict[str, Any] | None, source: str, version: str | None) -> Verified | str:
@@ -418,11 +455,15 @@ class Reconciler:
         except ValueError as exc:
             return str(exc)
 
-    def _last_good_model(self, meta: Meta) -> PublishedModel | None:
+    def _last_good_model(self, meta: Meta, volume: str = "model") -> PublishedModel | None:
         fd = self.store.get(
             f"FlinkDeployment/{meta.namespace}/{deployment_name(meta, 'fraud-detector')}"
         )
-        for name in (fd or {}).get("mountsNow") or []:
+        by_volume = (fd or {}).get("mountsByVolume")
+        names = [by_volume[volume]] if by_volume and volume in by_volume else []
+        if by_volume is None and volume == "model":  # a child slimmed before mountsByVolume
+            names = (fd or {}).get("mountsNow") or []
+        for name in names:
             cm = self.store.get(f"ConfigMap/{meta.namespace}/{name}")
             annotations = ((cm or {}).get("metadata") or {}).get("annotations") or {}
             if cm is not None and ANNOTATION_MODEL_CHECKSUM in annotations:

@@ -245,8 +245,44 @@ class ModelSpec(_Spec):
     )
 
 
+class ShadowSpec(_Spec):
+    """A challenger run beside the live fraud-detector on the same events, with its own
+    per-customer state: its verdicts go to the shadow topic and bronze, nothing acts on them."""
+
+    rules: RulesConfig | None = Field(
+        None,
+        description="The challenger's rules: the fields given here override the live rules "
+        "(spec.rules), the others keep the live values; default: the live rules",
+    )
+    model: ModelSpec | None = Field(
+        None, description="The challenger's model; default: the live model"
+    )
+
+    model_config = _cel(
+        (
+            "has(self.rules) || has(self.model)",
+            "a shadow needs rules and/or a model to try",
+        )
+    )
+
+
+def _overlay(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in patch.items():
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _overlay(out[key], value) if nested else value
+    return out
+
+
 class FraudPipelineSpec(_Spec):
     """The whole fraud-detection platform, declared once."""
+
+    def shadow_rules(self) -> RulesConfig | None:
+        """The challenger's effective rules: spec.shadow.rules' given fields over spec.rules."""
+        if self.shadow is None or self.shadow.rules is None:
+            return None
+        patch = self.shadow.rules.model_dump(mode="json", exclude_unset=True)
+        return RulesConfig.model_validate(_overlay(self.rules.model_dump(mode="json"), patch))
 
     kafka: KafkaSpec = Field(description="Kafka topics (Strimzi)")
     flink: FlinkSpec = Field(description="Streaming jobs (Flink Kubernetes Operator)")
@@ -256,6 +292,10 @@ class FraudPipelineSpec(_Spec):
         RulesConfig(), description="Fraud rules and blend, as the fraud-detector reads them"
     )
     model: ModelSpec = Field(ModelSpec(), description="Anomaly model")
+    shadow: ShadowSpec | None = Field(
+        None,
+        description="A challenger (rules and/or model) run in shadow by the fraud-detector",
+    )
     suspend: bool = Field(False, description="Stop the Flink jobs (with a savepoint)")
 
     @model_validator(mode="after")
@@ -335,4 +375,10 @@ class FraudPipelineStatus(_Spec):
     jobs_running: str | None = Field(None, description="Running jobs / all jobs")
     model_version: str | None = Field(None, description="Model the fraud-detector runs")
     model_checksum: str | None = Field(None, description="Checksum of that model")
+    shadow_rules_version: str | None = Field(
+        None, description="Rules version of the challenger run in shadow"
+    )
+    shadow_model_version: str | None = Field(
+        None, description="Model of the challenger run in shadow"
+    )
     last_savepoint: str | None = Field(None, description="Savepoint of the last upgrade")

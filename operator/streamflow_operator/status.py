@@ -47,6 +47,7 @@ class Observation:
     spec: FraudPipelineSpec | None
     model: ModelInfo
     spec_error: str | None = None
+    shadow_model: ModelInfo | None = None  # spec.shadow.model's, when the shadow has one
     children: list[Manifest] = field(default_factory=list)  # live, as after this pass
     conflicts: dict[str, str] = field(default_factory=dict)  # key -> message
     apply_errors: dict[str, str] = field(default_factory=dict)  # transient
@@ -183,6 +184,10 @@ def _entries(obs: Observation) -> dict[str, list[_Entry]]:
         add(key, Health("Progressing", f"{describe(key)} not applied yet: {message}"))
     if obs.model.error:
         per["ModelReady"].append(_Entry("model", Health("Failed", obs.model.error)))
+    if obs.shadow_model is not None and obs.shadow_model.error:
+        # As for the live model: the last good shadow model keeps running, and this says why.
+        message = f"shadow model: {obs.shadow_model.error}"
+        per["ModelReady"].append(_Entry("shadow-model", Health("Failed", message)))
     if not any(e.key.startswith("Secret/") for e in per["AirflowReady"]):
         per["AirflowReady"].append(
             _Entry(
@@ -315,11 +320,28 @@ def build_status(
             "jobsRunning": f"{running}/{len(flinks)}",
             "modelVersion": deployed.version if deployed else None,
             "modelChecksum": deployed.checksum if deployed else None,
+            **_shadow_versions(obs),
             "lastSavepoint": savepoint,
         }
     )
     new = dump_status(status)
     return new, _events(obs, old, new, per)
+
+
+def _shadow_versions(obs: Observation) -> dict[str, str | None]:
+    """Which challenger runs in shadow (what the fraud-detector is given, not what is asked)."""
+    shadow = obs.spec.shadow if obs.spec is not None else None
+    if shadow is None:
+        return {}
+    model = obs.shadow_model.deployed if obs.shadow_model is not None else None
+    if shadow.rules is None and model is None:
+        return {}  # nothing of its own that is valid: no shadow runs
+    return {
+        "shadowRulesVersion": (obs.spec.shadow_rules() or obs.spec.rules).content_version,  # type: ignore[union-attr]
+        "shadowModelVersion": model.version
+        if model is not None
+        else (obs.model.deployed.version if obs.model.deployed else None),
+    }
 
 
 def dump_status(status: FraudPipelineStatus) -> dict[str, Any]:

@@ -47,6 +47,8 @@ class Meta:
     uid: str = ""
     app_secret_uri: str | None = None  # CNPG's <cluster>-app secret, key uri (decoded)
     model: PublishedModel | None = None  # what the fraud-detector mounts; None: held back
+    # The shadow challenger's model (spec.shadow.model); None: no shadow model runs.
+    shadow_model: PublishedModel | None = None
     running: frozenset[str] = frozenset()  # jobs whose dependencies are ready (or already run)
 
     @property

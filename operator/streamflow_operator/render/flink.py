@@ -18,8 +18,13 @@ from streamflow_operator.render.kafka import kafka_namespace, topic_name
 from streamflow_operator.render.model import (
     ANNOTATION_MODEL,
     ANNOTATION_RULES,
+    MODEL_KEY,
+    RULES_KEY,
     rules_checksum,
     rules_config_map,
+    shadow_parts,
+    shadow_rules_checksum,
+    shadow_rules_config_map,
 )
 from streamflow_operator.render.postgres import app_secret_name
 from streamflow_operator.spec import FlinkJobSpec, FraudPipelineSpec
@@ -27,6 +32,9 @@ from streamflow_operator.spec import FlinkJobSpec, FraudPipelineSpec
 PYFLINK_JAR = {"v1_20": "1.20.3", "v2_0": "2.0.1", "v2_1": "2.1.1", "v2_2": "2.2.1"}
 RULES_DIR = "/etc/streamflow/rules"
 MODEL_DIR = "/etc/streamflow/model"
+SHADOW_RULES_DIR = "/etc/streamflow/shadow-rules"
+SHADOW_MODEL_DIR = "/etc/streamflow/shadow-model"
+ANNOTATION_SHADOW = "streamflow.dev/shadow"
 DSN_ENV = "STREAMFLOW_POSTGRES_DSN"
 # The pipeline's topic names (render/kafka.py) and the job argument each is given as.
 TOPIC_FIELDS = {
@@ -90,6 +98,9 @@ def job_args(spec: FraudPipelineSpec, meta: Meta, job: JobDef) -> JobArgs:
     """The job's arguments, as the jobs' own typed definition (streamflow_jobs.flink.args)."""
     bootstrap = f"{spec.kafka.cluster_name}-kafka-bootstrap.{kafka_namespace(spec, meta)}.svc:9092"
     topics = {TOPIC_FIELDS[t]: topic_name(meta, t) for t in job.topics if t in TOPIC_FIELDS}
+    shadow_rules, shadow_model = shadow_parts(spec, meta) if job.rules else (False, False)
+    if shadow_rules or shadow_model:
+        topics["shadow_topic"] = topic_name(meta, "shadow")
     return JobArgs(
         bootstrap_servers=bootstrap,
         transactions_topic=topic_name(meta, "transactions"),
@@ -99,6 +110,8 @@ def job_args(spec: FraudPipelineSpec, meta: Meta, job: JobDef) -> JobArgs:
         max_clock_skew_seconds=spec.rules.event_time.max_clock_skew_seconds if job.rules else 0,
         rules=RULES_PATH if job.rules else None,
         model=MODEL_PATH if job.model else None,
+        shadow_rules=f"{SHADOW_RULES_DIR}/{RULES_KEY}" if shadow_rules else None,
+        shadow_model=f"{SHADOW_MODEL_DIR}/{MODEL_KEY}" if shadow_model else None,
         **topics,  # type: ignore[arg-type]
     )
 
@@ -119,6 +132,22 @@ def _pod_template(spec: FraudPipelineSpec, meta: Meta, job: JobDef) -> Manifest:
         annotations[ANNOTATION_MODEL] = meta.model.version
         mounts.append({"name": "model", "mountPath": MODEL_DIR, "readOnly": True})
         volumes.append({"name": "model", "configMap": {"name": meta.model.config_map}})
+    shadow_rules, shadow_model = shadow_parts(spec, meta) if job.rules else (False, False)
+    shadow: list[str] = []
+    if shadow_rules:
+        shadow.append(f"rules {shadow_rules_checksum(spec)}")
+        mounts.append({"name": "shadow-rules", "mountPath": SHADOW_RULES_DIR, "readOnly": True})
+        volumes.append(
+            {"name": "shadow-rules", "configMap": {"name": shadow_rules_config_map(spec, meta)}}
+        )
+    if shadow_model and meta.shadow_model is not None:
+        shadow.append(f"model {meta.shadow_model.version}")
+        mounts.append({"name": "shadow-model", "mountPath": SHADOW_MODEL_DIR, "readOnly": True})
+        volumes.append(
+            {"name": "shadow-model", "configMap": {"name": meta.shadow_model.config_map}}
+        )
+    if shadow:
+        annotations[ANNOTATION_SHADOW] = ", ".join(shadow)
     if job.database:
         container["env"] = [
             {

@@ -33,6 +33,7 @@ def _config(spec: FraudPipelineSpec, topic: str) -> tuple[int, int, dict[str, st
         "alerts": t.alerts,
         "metrics": t.metrics,
         "dead-letters": t.dead_letters,
+        "shadow": t.alerts,  # verdicts beside alerts: kept as long, spread as wide
     }[topic]
     return (
         cfg.partitions,
@@ -44,7 +45,8 @@ def _config(spec: FraudPipelineSpec, topic: str) -> tuple[int, int, dict[str, st
 def build_topics(spec: FraudPipelineSpec, meta: Meta) -> list[Manifest]:
     ns = kafka_namespace(spec, meta)
     out = []
-    for topic in TOPICS:
+    # The shadow challenger's verdicts: declared with the shadow, pruned when it goes.
+    for topic in (*TOPICS, "shadow") if spec.shadow is not None else TOPICS:
         partitions, replicas, config = _config(spec, topic)
         md = metadata(meta, resource_name(meta, topic), ns, "kafka")
         md["labels"]["strimzi.io/cluster"] = spec.kafka.cluster_name

@@ -29,6 +29,26 @@ def rules_config_map(spec: FraudPipelineSpec, meta: Meta) -> str:
     return f"{meta.name}-rules-{rules_checksum(spec)[:10]}"
 
 
+def shadow_parts(spec: FraudPipelineSpec, meta: Meta) -> tuple[bool, bool]:
+    """What the shadow challenger brings of its own: (rules, model). A shadow model that was
+    never valid is left out (the status says why); with nothing of its own, no shadow runs."""
+    if spec.shadow is None:
+        return False, False
+    return spec.shadow.rules is not None, (
+        spec.shadow.model is not None and meta.shadow_model is not None
+    )
+
+
+def shadow_rules_checksum(spec: FraudPipelineSpec) -> str:
+    rules = spec.shadow_rules()
+    assert rules is not None
+    return checksum(rules.model_dump(mode="json"))
+
+
+def shadow_rules_config_map(spec: FraudPipelineSpec, meta: Meta) -> str:
+    return f"{meta.name}-shadow-rules-{shadow_rules_checksum(spec)[:10]}"
+
+
 def model_config_map(meta: Meta, model_checksum: str) -> str:
     """Our published copy of a verified model: named by its checksum (``sha256:<hex>``)."""
     return f"{meta.name}-model-{model_checksum.rsplit(':', 1)[-1][:10]}"
@@ -50,23 +70,48 @@ def build_config_maps(spec: FraudPipelineSpec, meta: Meta) -> list[Manifest]:
             "data": {RULES_KEY: spec.rules.to_yaml()},
         }
     ]
-    if meta.model is not None and meta.model.json is not None:
+    shadow_rules, shadow_model = shadow_parts(spec, meta)
+    if shadow_rules:
+        rules = spec.shadow_rules()
+        assert rules is not None
         out.append(
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": metadata(
                     meta,
-                    meta.model.config_map,
+                    shadow_rules_config_map(spec, meta),
+                    meta.namespace,
+                    "shadow-rules",
+                    {ANNOTATION_RULES: shadow_rules_checksum(spec)},
+                ),
+                "immutable": True,
+                "data": {RULES_KEY: rules.to_yaml()},
+            }
+        )
+    models = [meta.model, meta.shadow_model if shadow_model else None]
+    published: set[str] = set()
+    for model in models:
+        # The same artifact live and in shadow is one ConfigMap (content-addressed).
+        if model is None or model.json is None or model.config_map in published:
+            continue
+        published.add(model.config_map)
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": metadata(
+                    meta,
+                    model.config_map,
                     meta.namespace,
                     "model",
                     {
-                        ANNOTATION_MODEL: meta.model.version,
-                        ANNOTATION_MODEL_CHECKSUM: meta.model.checksum,
+                        ANNOTATION_MODEL: model.version,
+                        ANNOTATION_MODEL_CHECKSUM: model.checksum,
                     },
                 ),
                 "immutable": True,
-                "data": {MODEL_KEY: meta.model.json.decode("utf-8")},
+                "data": {MODEL_KEY: model.json.decode("utf-8")},
             }
         )
     return out
