@@ -68,7 +68,16 @@ class RuleOutcome:
     Detector completes with its decision. (A plain class, not a dataclass: its constructor runs
     for every event, and mypyc's dataclass constructor measured ~2,500 instructions.)"""
 
-    __slots__ = ("blocked", "conflict", "features", "reasons", "repeat_of", "rules_score", "seen")
+    __slots__ = (
+        "blocked",
+        "conflict",
+        "features",
+        "reasons",
+        "repeat_of",
+        "rules_score",
+        "seen",
+        "severities",
+    )
 
     def __init__(
         self,
@@ -79,6 +88,7 @@ class RuleOutcome:
         seen: Seen | None = None,
         repeat_of: Seen | None = None,
         conflict: str | None = None,
+        severities: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0),
     ) -> None:
         self.rules_score = rules_score
         self.reasons = reasons
@@ -88,6 +98,9 @@ class RuleOutcome:
         self.seen = seen
         self.repeat_of = repeat_of
         self.conflict = conflict
+        # Each rule's severity, 0.0 when it did not fire, in model.features.SEVERITY_NAMES'
+        # order: inputs of a supervised model.
+        self.severities = severities
 
 
 class RulesEvaluator:
@@ -172,6 +185,7 @@ class RulesEvaluator:
             + ts.microsecond // 1000
         )
         reasons: list[Reason] = []
+        hv_sev = vel_sev = tr_sev = uh_sev = bl_sev = 0.0  # RuleOutcome.severities
         miss = 1.0  # running product of (1 - weight * severity): the noisy-OR complement
 
         # Event time against the customer's own stream: an event implausibly far from the last
@@ -214,7 +228,7 @@ class RulesEvaluator:
             amount_z = 0.0
         established = n >= hv_history
         if established and hv_on and ratio > multiplier:
-            sev = _log_severity(ratio, multiplier, hv_sat)
+            sev = hv_sev = _log_severity(ratio, multiplier, hv_sat)
             miss *= 1 - hv_weight * sev
             reasons.append(
                 Reason(
@@ -242,7 +256,7 @@ class RulesEvaluator:
         previous_ms = recent[-1] if recent and recent[-1] <= ms else state.previous_event_ms(ms)
         count = state.add_event_time(ms, window_ms) if plausible else 1
         if vel_on and count > max_count:
-            sev = _linear_severity(count, max_count, vel_sat)
+            sev = vel_sev = _linear_severity(count, max_count, vel_sat)
             miss *= 1 - vel_weight * sev
             reasons.append(
                 Reason(
@@ -276,7 +290,7 @@ class RulesEvaluator:
                 hours = abs(ms - state.geo_ms) / 3_600_000
                 speed = dist / (hours if hours > 1 / 3600 else 1 / 3600)  # a second at least
                 if tr_on and dist >= min_km and speed > max_speed:
-                    sev = _log_severity(speed, max_speed, tr_sat)
+                    sev = tr_sev = _log_severity(speed, max_speed, tr_sat)
                     miss *= 1 - tr_weight * sev
                     reasons.append(
                         Reason(
@@ -313,7 +327,7 @@ class RulesEvaluator:
                 diff = 24 - diff
             hour_dev = diff / spread if diff < 12 * spread else 12.0
             if uh_on and hour_dev > max_devs:
-                sev = _linear_severity(hour_dev, max_devs, uh_sat)
+                sev = uh_sev = _linear_severity(hour_dev, max_devs, uh_sat)
                 miss *= 1 - uh_weight * sev
                 reasons.append(
                     Reason(
@@ -338,6 +352,7 @@ class RulesEvaluator:
         blacklisted = customer_listed or txn.store_id in self.blacklisted_stores
         if blacklisted and bl_on:
             miss *= 1 - bl_weight
+            bl_sev = 1.0
             who = f"customer {txn.customer_id}" if customer_listed else f"store {txn.store_id}"
             reasons.append(
                 Reason("FR-005", "blacklist", 1.0, 1.0, 1.0, f"{who} is on the blacklist")
@@ -371,7 +386,14 @@ class RulesEvaluator:
             txn,
         )
         state.remember(seen, seen_key)
-        return RuleOutcome(1.0 - miss, reasons, features, blacklisted and bl_on, seen)
+        return RuleOutcome(
+            1.0 - miss,
+            reasons,
+            features,
+            blacklisted and bl_on,
+            seen,
+            severities=(hv_sev, vel_sev, tr_sev, uh_sev, bl_sev),
+        )
 
 
 def remember_decisions(
