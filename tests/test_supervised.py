@@ -299,3 +299,23 @@ def test_forest_explanations_add_up_to_its_log2_score(worlds: dict[str, World]) 
         assert sorted(name for name, _ in explained) == sorted(FEATURE_NAMES)
         total = sum(c for _, c in explained)
         assert abs(total - (math.log2(forest.raw_score_one(row)) - forest.base_value)) <= 1e-9
+
+
+def test_input_row_picks_the_declared_inputs(worlds: dict[str, World]) -> None:
+    """A model may declare any ordered subset of MODEL_INPUTS; input_row builds its row."""
+    from sklearn.ensemble import GradientBoostingClassifier  # noqa: PLC0415
+
+    w = worlds["train"]
+    names = ["severity_velocity", "amount_z", "velocity_count"]
+    cols = [MODEL_INPUTS.index(n) for n in names]
+    fitted = GradientBoostingClassifier(n_estimators=20, max_depth=2, random_state=0)
+    fitted.fit(w.x[:5000][:, cols], w.y[:5000])
+    subset = load_model(orjson.dumps(export_boosting(fitted, inputs=names, training={})))
+    assert isinstance(subset, BoostingScorer) and subset.inputs == tuple(names)
+    row = w.x[7]
+    features, severities = tuple(row[:8].tolist()), tuple(row[8:].tolist())
+    assert subset.input_row(features, severities) == tuple(row[cols].tolist())
+    expected = fitted.predict_proba(w.x[:500][:, cols])[:, 1]
+    assert np.max(np.abs(np.array(subset.scores(w.x[:500][:, cols])) - expected)) <= 1e-9
+    forest = load_model()
+    assert forest.input_row(features, severities) == features

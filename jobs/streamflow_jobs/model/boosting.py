@@ -204,6 +204,8 @@ class BoostingScorer:
         self.features = tuple(artifact.inputs)
         self.init = artifact.init
         self.learning_rate = artifact.learning_rate
+        self._input_index = [MODEL_INPUTS.index(name) for name in self.features]
+        self._all_inputs = self.features == MODEL_INPUTS
         self._pad(trees)
         self._paths = _path_trees(trees, self.learning_rate)
         self._base_value = self.init + self._paths.base_value()
@@ -219,6 +221,16 @@ class BoostingScorer:
     def base_value(self) -> float:
         """The log-odds at the trees' roots, where :meth:`explain_one` starts."""
         return self._base_value
+
+    def input_row(
+        self, features: tuple[float, ...], severities: tuple[float, ...]
+    ) -> tuple[float, ...]:
+        """The row this model scores for a rules outcome (``RuleOutcome.features`` and
+        ``.severities``): its declared inputs, picked from ``MODEL_INPUTS``."""
+        if self._all_inputs:
+            return features + severities
+        both = features + severities
+        return tuple([both[i] for i in self._input_index])
 
     # ---- loading ------------------------------------------------------------------------
     @classmethod

@@ -205,6 +205,13 @@ class ForestScorer:
         """The ordered input names of a row (model/features.FEATURE_NAMES)."""
         return self.features
 
+    def input_row(
+        self, features: tuple[float, ...], severities: tuple[float, ...]
+    ) -> tuple[float, ...]:
+        """The row this model scores for a rules outcome (``RuleOutcome.features`` and
+        ``.severities``): the forest takes the features alone."""
+        return features
+
     # ---- loading ------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path | None = None) -> ForestScorer:
