@@ -319,3 +319,16 @@ def test_input_row_picks_the_declared_inputs(worlds: dict[str, World]) -> None:
     assert np.max(np.abs(np.array(subset.scores(w.x[:500][:, cols])) - expected)) <= 1e-9
     forest = load_model()
     assert forest.input_row(features, severities) == features
+
+
+def test_the_operator_accepts_a_gradient_boosting_model(artifact: dict) -> None:
+    from streamflow_operator.reconcile import verify_model as operator_verify  # noqa: PLC0415
+
+    raw = orjson.dumps(artifact)
+    verified = operator_verify(raw, "ConfigMap ns/m", artifact["model_version"])
+    assert verified.version == artifact["model_version"]
+    assert verified.checksum == artifact["checksum"]
+    tampered = copy.deepcopy(artifact)
+    tampered["learning_rate"] = 0.5
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        operator_verify(orjson.dumps(tampered), "ConfigMap ns/m", None)
