@@ -232,8 +232,13 @@ def train(
         int, typer.Option(min=1, help="Events to generate without --input")
     ] = TRAIN_EVENTS,
     rules: Annotated[Path | None, typer.Option(help="Rules YAML used to build features")] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="Labels of --input (transaction_id, is_fraud): train boosted trees"),
+    ] = None,
 ) -> None:
-    """Train FR-006's IsolationForest and export it as a checksummed data artifact."""
+    """Train FR-006's model and export it as a checksummed data artifact: an IsolationForest,
+    or with --labels gradient-boosted trees on the features and the rules' severities."""
     import numpy as np  # noqa: PLC0415
 
     from streamflow_jobs.events import ParsedTransaction, parse_transaction  # noqa: PLC0415
@@ -246,7 +251,10 @@ def train(
     from streamflow_jobs.rules.evaluator import RulesEvaluator  # noqa: PLC0415
     from streamflow_jobs.state import CustomerState  # noqa: PLC0415
 
-    _check_paths({"--input": input, "--rules": rules}, {"--output": output})
+    _check_paths({"--input": input, "--rules": rules, "--labels": labels}, {"--output": output})
+    if labels is not None and input is None:
+        raise _fail("--labels needs --input: the events the labels are about")
+    truth = _load_labels(labels)
     config = _load_rules(rules)
     # The output exists (as a temporary file) before the work: an unwritable path fails first.
     with Outputs(output) as files, contextlib.ExitStack() as stack:
@@ -266,6 +274,7 @@ def train(
         states: dict[str, CustomerState] = {}
         rows = []
         skipped = 0
+        labelled: list[tuple[str, tuple[float, ...]]] = []  # with --labels: id, severities
         with _progress() as bar:
             task = bar.add_task("building features", total=events if input is None else None)
             for i, raw in enumerate(raw_events, start=1):
@@ -282,16 +291,28 @@ def train(
                     skipped += 1  # a transaction seen again adds nothing
                     continue
                 rows.append(outcome.features)
+                if truth is not None:
+                    labelled.append((txn.transaction_id, outcome.severities))
                 if i % 10_000 == 0:
                     bar.update(task, completed=i)
-        if len(rows) < MIN_TRAINING_ROWS:
+        if truth is not None:
+            from streamflow_jobs.model.train import train_from_labels  # noqa: PLC0415
+
+            try:
+                doc, note = train_from_labels(rows, labelled, truth, seed=seed, training=source)
+            except ValueError as exc:
+                raise _fail(str(exc)) from exc
+            console.print(f"{note} ({skipped} lines skipped)")
+            write_artifact(doc, files[output])
+        elif len(rows) < MIN_TRAINING_ROWS:
             raise _fail(
                 f"{len(rows)} valid transactions to train on ({skipped} lines skipped); "
                 f"a model needs at least {MIN_TRAINING_ROWS}"
             )
-        console.print(f"training on {len(rows)} transactions ({skipped} lines skipped)")
-        doc = train_forest(np.array(rows, dtype=np.float64), seed=seed, training=source)
-        write_artifact(doc, files[output])
+        else:
+            console.print(f"training on {len(rows)} transactions ({skipped} lines skipped)")
+            doc = train_forest(np.array(rows, dtype=np.float64), seed=seed, training=source)
+            write_artifact(doc, files[output])
     console.print(
         f"wrote model {doc['model_version']} ({output.stat().st_size} bytes, "
         f"{doc['checksum']}) to {output}"

@@ -26,7 +26,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from streamflow_jobs.model.forest import DEFAULT_MODEL_PATH, ModelArtifactError, verify_artifact
+from streamflow_jobs.model.forest import DEFAULT_MODEL_PATH, ModelArtifactError
+from streamflow_jobs.model.loader import verify_model as verify_artifact  # either model kind
 from streamflow_operator import cel, metrics
 from streamflow_operator.children import (
     BY_KIND,

@@ -26,6 +26,19 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 N_FEATURES = len(FEATURE_NAMES)
 
+# The rules' severities (0.0 when a rule did not fire), in RuleOutcome.severities' order. A
+# supervised model may take them beside the features: it then learns how much each rule's
+# evidence is worth, instead of a fixed blend.
+SEVERITY_NAMES: tuple[str, ...] = (
+    "severity_high_value",
+    "severity_velocity",
+    "severity_impossible_travel",
+    "severity_unusual_hour",
+    "severity_blacklist",
+)
+# Every name a model artifact may declare as an input (the IsolationForest takes FEATURE_NAMES).
+MODEL_INPUTS: tuple[str, ...] = FEATURE_NAMES + SEVERITY_NAMES
+
 # The gap assumed before a customer's first transaction: "a long time ago".
 FIRST_GAP_SECONDS = 7 * 86_400.0
 LOG_FIRST_GAP = math.log1p(FIRST_GAP_SECONDS)

@@ -19,17 +19,39 @@ same arrays is the reference it is tested against.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import zlib
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from streamflow_jobs.model.artifact import (
+    ModelArtifactError,
+    check_document,
+    pack,
+    parse_document,
+    payload_checksum,
+    read_bytes,
+    seal,
+    unpack,
+    write_artifact,
+)
+from streamflow_jobs.model.explain import PathTrees, ranked
+
+__all__ = [
+    "DEFAULT_MODEL_PATH",
+    "FORMAT",
+    "ForestArtifact",
+    "ForestScorer",
+    "ModelArtifactError",
+    "payload_checksum",
+    "verify_artifact",
+    "write_artifact",
+]
 
 FORMAT = "streamflow.isolation-forest"
 FORMAT_VERSION = 1
@@ -38,10 +60,6 @@ DEFAULT_MODEL_PATH = Path(__file__).with_name("default_model.json")
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
-
-
-class ModelArtifactError(ValueError):
-    """A model file that is unreadable, tampered with, or not a StreamFlow forest."""
 
 
 class Calibration(BaseModel):
@@ -84,39 +102,21 @@ class ForestArtifact(BaseModel):
     checksum: str
 
 
-def _pack(array: npt.NDArray[Any]) -> str:
-    return base64.b64encode(zlib.compress(array.tobytes(), 9)).decode("ascii")
-
-
-def _unpack(text: str, dtype: str, count: int, name: str) -> npt.NDArray[Any]:
-    try:
-        # Bounded: a decompression bomb cannot expand past the declared size.
-        inflater = zlib.decompressobj()
-        raw = inflater.decompress(
-            base64.b64decode(text, validate=True), count * np.dtype(dtype).itemsize + 1
-        )
-    except (ValueError, zlib.error) as exc:
-        raise ModelArtifactError(f"trees.{name}: not zlib+base64 data: {exc}") from exc
-    arr = np.frombuffer(raw, dtype=np.dtype(dtype))
-    if arr.size != count:
-        raise ModelArtifactError(f"trees.{name}: {arr.size} values, expected {count}")
-    return arr
-
-
-def payload_checksum(document: dict[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of everything but the checksum itself."""
-    body = {k: v for k, v in document.items() if k != "checksum"}
-    return "sha256:" + hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
 def average_path_length(n: F64) -> F64:
-    """c(n), the mean path length of an unsuccessful BST search (Liu et al.), computed exactly as
-    scikit-learn's ``_average_path_length`` so that scores agree to the last bits."""
-    out = np.zeros_like(n, dtype=np.float64)
-    out[n == 2] = 1.0
-    big = n > 2
-    nb = n[big]
-    out[big] = 2.0 * (np.log(nb - 1.0) + np.euler_gamma) - 2.0 * (nb - 1.0) / nb
+    """c(n), the mean path length of an unsuccessful BST search (Liu et al.), with scikit-learn's
+    ``_average_path_length`` formula. The logarithm is Python's (the C library's), not numpy's
+    vectorised one, whose last bit depends on the processor (AVX-512): leaf values, hence
+    scores, must not."""
+    distinct, where = np.unique(n, return_inverse=True)  # a few hundred sizes in a forest
+    c = [
+        0.0
+        if v < 2
+        else 1.0
+        if v == 2
+        else 2.0 * (math.log(v - 1.0) + np.euler_gamma) - 2.0 * (v - 1.0) / v
+        for v in distinct.tolist()
+    ]
+    out: F64 = np.array(c, dtype=np.float64)[where.reshape(n.shape)]
     return out
 
 
@@ -155,7 +155,7 @@ def build_artifact(
     offsets = np.cumsum([0] + [len(t.feature) for t in trees[:-1]]).tolist()
 
     def cat(attr: str, dtype: str) -> str:
-        return _pack(np.concatenate([getattr(t, attr) for t in trees]).astype(dtype))
+        return pack(np.concatenate([getattr(t, attr) for t in trees]).astype(dtype))
 
     doc: dict[str, Any] = {
         "format": FORMAT,
@@ -177,22 +177,15 @@ def build_artifact(
             "n_samples": cat("n_samples", "<u2"),
         },
     }
-    digest = payload_checksum(doc).removeprefix("sha256:")
-    doc["model_version"] = f"{name}-{digest[:12]}"
-    doc["checksum"] = payload_checksum(doc)
-    return doc
-
-
-def write_artifact(doc: dict[str, Any], target: str | Path | IO[bytes]) -> None:
-    data = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
-    if isinstance(target, str | Path):
-        Path(target).write_bytes(data)
-    else:
-        target.write(data)
+    return seal(doc, name)
 
 
 class ForestScorer:
-    """Scores feature rows with an exported IsolationForest. Immutable and thread-safe."""
+    """Scores feature rows with an exported IsolationForest. Immutable and thread-safe.
+
+    Its score (:meth:`score_one`, :meth:`scores`) is the calibrated anomaly score in [0, 1]."""
+
+    kind = "isolation_forest"
 
     def __init__(self, artifact: ForestArtifact, trees: list[RawTree]) -> None:
         self.artifact = artifact
@@ -203,19 +196,28 @@ class ForestScorer:
         self._cal_low = cal.low
         self._cal_span = max(cal.high - cal.low, 1e-12)
         self._pad(trees)
+        self._paths = _path_trees(trees, self._denominator)
         # Pay numba's one-time start-up (~1 s, even from its disk cache) at load, not mid-stream.
         self.raw_scores(np.zeros((1, len(self.features))))
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The ordered input names of a row (model/features.FEATURE_NAMES)."""
+        return self.features
+
+    def input_row(
+        self, features: tuple[float, ...], severities: tuple[float, ...]
+    ) -> tuple[float, ...]:
+        """The row this model scores for a rules outcome (``RuleOutcome.features`` and
+        ``.severities``): the forest takes the features alone."""
+        return features
 
     # ---- loading ------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path | None = None) -> ForestScorer:
         """Load and verify an artifact; the shipped default model when ``path`` is None."""
         path = Path(path) if path is not None else DEFAULT_MODEL_PATH
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise ModelArtifactError(f"cannot read model {path}: {exc.strerror}") from exc
-        return cls.from_bytes(raw, source=str(path))
+        return cls.from_bytes(read_bytes(path), source=str(path))
 
     @classmethod
     def from_bytes(cls, raw: bytes, source: str = "model") -> ForestScorer:
@@ -303,7 +305,7 @@ class ForestScorer:
             depths += path[:, t]
         return self._anomaly(depths)
 
-    def raw_score_one(self, row: tuple[float, ...] | list[float]) -> float:
+    def raw_score_one(self, row: Sequence[float]) -> float:
         """One row, for per-event callers (the Flink job): the same compiled walk, without the
         batch path's array checks and arithmetic (~8 us instead of ~14 us per call)."""
         walk = _compiled_walk()
@@ -312,6 +314,30 @@ class ForestScorer:
         x32 = np.array([row], dtype=np.float32)
         depth = walk(x32, *self._walk_args)
         return float(2.0 ** (-float(depth[0]) / self._denominator))
+
+    def score_one(self, row: Sequence[float]) -> float:
+        """The calibrated score of one row: ``scores([row])[0]``, bit for bit."""
+        return self.calibrate_one(self.raw_score_one(row))
+
+    def explain_one(self, row: Sequence[float]) -> list[tuple[str, float]]:
+        """What made this row look anomalous: (feature, contribution) for every feature, largest
+        ``|contribution|`` first (ties by name). Path attribution (see model/explain.py) on each
+        tree's expected path length: a split that sends the row into a small part of the
+        training sample shortens its expected path, and that shortening is credited to the
+        split's feature. Contributions are in units of ``log2`` of the raw anomaly score
+        (``2 ** -(path / denominator)``): they add up to ``log2(raw) - base_value``, so a
+        feature with 0.5 alone multiplied the raw score by 2 ** 0.5.
+
+        Why paths rather than each value's rank among the training data: the forest's score is
+        the path length, so the splits it took are what made the score; a value can be rare
+        and still not be what isolated the row."""
+        x32 = np.array(row, dtype=np.float32).tolist()  # compared as the walk compares them
+        return ranked(self.features, self._paths.contributions(x32, len(self.features)))
+
+    @property
+    def base_value(self) -> float:
+        """``log2`` of the raw score at the roots, where :meth:`explain_one` starts."""
+        return self._paths.base_value()
 
     def calibrate(self, raw: F64) -> F64:
         """:meth:`calibrate_one` of each score (the same scalar operations, not numpy's)."""
@@ -398,25 +424,35 @@ def _compiled_walk() -> Any:
 def verify_artifact(raw: bytes, source: str = "model") -> ForestArtifact:
     """Decode and check a model artifact (format, checksum, node arrays) without building a
     scorer: what the operator needs to accept a model, without the scoring path or numba."""
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ModelArtifactError(f"{source}: not JSON: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ModelArtifactError(f"{source}: not a {FORMAT} artifact")
-    if doc.get("format_version") != FORMAT_VERSION:
-        raise ModelArtifactError(
-            f"{source}: format_version {doc.get('format_version')!r} is not supported "
-            f"(this build reads {FORMAT_VERSION})"
-        )
-    if doc.get("checksum") != payload_checksum(doc):
-        raise ModelArtifactError(f"{source}: checksum mismatch: the file is corrupt or altered")
+    doc = parse_document(raw, source)
+    check_document(doc, source, FORMAT, FORMAT_VERSION)
     try:
         artifact = ForestArtifact.model_validate(doc)
     except ValidationError as exc:
         raise ModelArtifactError(f"{source}: invalid artifact: {exc}") from exc
     _decode_trees(artifact)  # the structural checks
     return artifact
+
+
+def _path_trees(trees: list[RawTree], denominator: float) -> PathTrees:
+    """The trees for path attribution, with node values ``-(depth + c(n) - 1) / denominator``
+    (shorter expected paths are more anomalous, so larger values are nearer to fraud)."""
+    left: list[int] = []
+    right: list[int] = []
+    feature: list[int] = []
+    threshold: list[float] = []
+    value: list[float] = []
+    roots = []
+    for tree in trees:
+        base = len(left)
+        roots.append(base)
+        internal = tree.children_left != -1
+        left += np.where(internal, tree.children_left + base, -1).tolist()
+        right += np.where(internal, tree.children_right + base, -1).tolist()
+        feature += tree.feature.tolist()
+        threshold += tree.threshold.astype(np.float64).tolist()
+        value += [-v / denominator for v in tree.leaf_values().tolist()]
+    return PathTrees(roots, left, right, feature, threshold, value)
 
 
 def round_down_f32(values: F64) -> F32:
@@ -450,11 +486,11 @@ def _decode_trees(artifact: ForestArtifact) -> list[RawTree]:
     total = t.node_count
     if offsets[-1] >= total:
         raise ModelArtifactError("trees.offsets: beyond node_count")
-    left = _unpack(t.children_left, "<i2", total, "children_left").astype(np.int64)
-    right = _unpack(t.children_right, "<i2", total, "children_right").astype(np.int64)
-    feature = _unpack(t.feature, "u1", total, "feature").astype(np.int64)
-    threshold = _unpack(t.threshold, "<f4", total, "threshold")
-    n_samples = _unpack(t.n_samples, "<u2", total, "n_samples").astype(np.int64)
+    left = unpack(t.children_left, "<i2", total, "children_left").astype(np.int64)
+    right = unpack(t.children_right, "<i2", total, "children_right").astype(np.int64)
+    feature = unpack(t.feature, "u1", total, "feature").astype(np.int64)
+    threshold = unpack(t.threshold, "<f4", total, "threshold")
+    n_samples = unpack(t.n_samples, "<u2", total, "n_samples").astype(np.int64)
     n_features = len(artifact.features)
     bounds = [*offsets[1:], total]
     trees = []

@@ -82,7 +82,16 @@ class RuleOutcome:
     Detector completes with its decision. (A plain class, not a dataclass: its constructor runs
     for every event, and mypyc's dataclass constructor measured ~2,500 instructions.)"""
 
-    __slots__ = ("action", "conflict", "features", "reasons", "repeat_of", "rules_score", "seen")
+    __slots__ = (
+        "action",
+        "conflict",
+        "features",
+        "reasons",
+        "repeat_of",
+        "rules_score",
+        "seen",
+        "severities",
+    )
 
     def __init__(
         self,
@@ -93,6 +102,7 @@ class RuleOutcome:
         seen: Seen | None = None,
         repeat_of: Seen | None = None,
         conflict: str | None = None,
+        severities: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0),
     ) -> None:
         self.rules_score = rules_score
         self.reasons = reasons
@@ -103,6 +113,9 @@ class RuleOutcome:
         self.seen = seen
         self.repeat_of = repeat_of
         self.conflict = conflict
+        # Each rule's severity, 0.0 when it did not fire, in model.features.SEVERITY_NAMES'
+        # order: inputs of a supervised model.
+        self.severities = severities
 
 
 class RulesEvaluator:
@@ -195,6 +208,7 @@ class RulesEvaluator:
             + ts.microsecond // 1000
         )
         reasons: list[Reason] = []
+        hv_sev = vel_sev = tr_sev = uh_sev = bl_sev = 0.0  # RuleOutcome.severities
         miss = 1.0  # running product of (1 - weight * severity): the noisy-OR complement
         acts = self._acts
         action = ALLOW
@@ -239,7 +253,7 @@ class RulesEvaluator:
             amount_z = 0.0
         established = n >= hv_history
         if established and hv_on and ratio > multiplier:
-            sev = _log_severity(ratio, multiplier, hv_sat)
+            sev = hv_sev = _log_severity(ratio, multiplier, hv_sat)
             if sev >= 1.0 and acts[0] > action:
                 action = acts[0]
             miss *= 1 - hv_weight * sev
@@ -269,7 +283,7 @@ class RulesEvaluator:
         previous_ms = recent[-1] if recent and recent[-1] <= ms else state.previous_event_ms(ms)
         count = state.add_event_time(ms, window_ms) if plausible else 1
         if vel_on and count > max_count:
-            sev = _linear_severity(count, max_count, vel_sat)
+            sev = vel_sev = _linear_severity(count, max_count, vel_sat)
             if sev >= 1.0 and acts[1] > action:
                 action = acts[1]
             miss *= 1 - vel_weight * sev
@@ -312,7 +326,7 @@ class RulesEvaluator:
                     and _flat_km(state.lat, state.lon, home_lat, home_lon) >= min_km
                 )
                 if tr_on and dist >= min_km and speed > max_speed and not returning:
-                    sev = _log_severity(speed, max_speed, tr_sat)
+                    sev = tr_sev = _log_severity(speed, max_speed, tr_sat)
                     if sev >= 1.0 and acts[2] > action:
                         action = acts[2]
                     miss *= 1 - tr_weight * sev
@@ -359,7 +373,7 @@ class RulesEvaluator:
                 diff = 24 - diff
             hour_dev = diff / spread if diff < 12 * spread else 12.0
             if uh_on and hour_dev > max_devs:
-                sev = _linear_severity(hour_dev, max_devs, uh_sat)
+                sev = uh_sev = _linear_severity(hour_dev, max_devs, uh_sat)
                 if sev >= 1.0 and acts[3] > action:
                     action = acts[3]
                 miss *= 1 - uh_weight * sev
@@ -387,6 +401,7 @@ class RulesEvaluator:
         if blacklisted and bl_on:
             miss *= 1 - bl_weight
             action = max(action, acts[4])
+            bl_sev = 1.0
             who = f"customer {txn.customer_id}" if customer_listed else f"store {txn.store_id}"
             reasons.append(
                 Reason("FR-005", "blacklist", 1.0, 1.0, 1.0, f"{who} is on the blacklist")
@@ -420,7 +435,14 @@ class RulesEvaluator:
             txn,
         )
         state.remember(seen, seen_key)
-        return RuleOutcome(1.0 - miss, reasons, features, action, seen)
+        return RuleOutcome(
+            1.0 - miss,
+            reasons,
+            features,
+            action,
+            seen,
+            severities=(hv_sev, vel_sev, tr_sev, uh_sev, bl_sev),
+        )
 
 
 def remember_decisions(
