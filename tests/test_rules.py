@@ -9,6 +9,7 @@ import pytest
 
 from streamflow_jobs.detector import Detector
 from streamflow_jobs.events import Transaction
+from streamflow_jobs.model.drivers import describe
 from streamflow_jobs.model.features import FEATURE_NAMES
 from streamflow_jobs.model.forest import ForestScorer
 from streamflow_jobs.rules.config import BlacklistRule, RulesConfig
@@ -277,7 +278,13 @@ def test_a_model_driven_alert_says_so_and_names_its_features() -> None:
     assert reason.code == "FR-006" and reason.rule == "model"
     assert decision.ml_score is not None and reason.observed == round(decision.ml_score, 4)
     assert reason.message.startswith(f"model score {decision.ml_score:.3f} drove this alert: ")
-    assert "2715 km from the customer's usual places" in reason.message  # against the baseline
+    # The inputs the model's own attribution says pushed it up, each against the baseline.
+    row = model.input_row(outcome.features, outcome.severities)
+    values = dict(zip(model.inputs, row, strict=True))
+    top = [(n, values[n]) for n, c in model.explain_one(row) if c > 0][:3]
+    assert len(top) == 3 and top[0][1] != 0
+    assert reason.message.endswith("; ".join(describe(n, v) for n, v in top))
+    assert "std devs from the customer's mean" in reason.message
     # Rules that alert on their own: no FR-006, even though the model agrees.
     strict = Detector(RulesConfig(alert_threshold=0.5, ml_alpha=0.0), model)
     d2 = strict.decide(odd, strict.evaluate(history(strict.evaluator), odd))

@@ -360,3 +360,23 @@ def test_gil_safe_walk_scores_each_thread_its_own_row() -> None:
     for t in threads:
         t.join()
     assert wrong == []
+
+
+def test_gil_safe_walk_of_the_boosted_trees_is_bit_identical() -> None:
+    from streamflow_jobs.flink.thread_mode import gil_safe_walk  # noqa: PLC0415
+    from streamflow_jobs.model import boosting  # noqa: PLC0415
+    from streamflow_jobs.model.features import MODEL_INPUTS  # noqa: PLC0415
+    from streamflow_jobs.model.train import train_boosting  # noqa: PLC0415
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3000, len(MODEL_INPUTS)))
+    y = x[:, 0] + x[:, 9] > 1.5
+    scorer = boosting.BoostingScorer.from_document(
+        train_boosting(x, y, seed=1, training={"rows": len(x)})
+    )
+    args = scorer._walk_args
+    rows = rng.normal(size=(501, len(MODEL_INPUTS))).astype(np.float32)
+    compiled = boosting._compiled_walk()
+    safe = gil_safe_walk(args[0].dtype, "boosting")
+    assert np.array_equal(safe(rows, *args), compiled(rows, *args))
+    assert np.array_equal(safe(rows[:1], *args), compiled(rows[:1], *args))

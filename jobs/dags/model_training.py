@@ -105,7 +105,7 @@ with DAG(
     def register(
         history: dict[str, Any], candidate: dict[str, Any], verdict: dict[str, Any]
     ) -> str:
-        from streamflow_jobs.model.forest import ForestScorer  # noqa: PLC0415
+        from streamflow_jobs.model.loader import load_model  # noqa: PLC0415
         from streamflow_jobs.warehouse.training import register as record  # noqa: PLC0415
 
         if not verdict["accepted"]:
@@ -115,7 +115,7 @@ with DAG(
             o.dsn(),
             Path(str(candidate["artifact"])),
             verdict["result"],
-            ForestScorer.load(live).model_version,
+            load_model(live).model_version,
             {
                 "window": history["window"],
                 "train_rows": history["train_rows"],

@@ -47,7 +47,6 @@ console = _Console(stderr=True)
 
 TRAIN_EVENTS = 200_000
 DEFAULT_SEED = 7
-TRAIN_EMPTY_BLACKLIST = True  # reproduces the shipped model (ADR 0030)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -87,12 +86,13 @@ def _load_rules(path: Path | None) -> Any:
 
 
 def _load_model(path: Path | None, no_model: bool) -> Any:
-    from streamflow_jobs.model.forest import ForestScorer, ModelArtifactError  # noqa: PLC0415
+    from streamflow_jobs.model.forest import ModelArtifactError  # noqa: PLC0415
+    from streamflow_jobs.model.loader import load_model  # noqa: PLC0415
 
     if no_model:
         return None
     try:
-        return ForestScorer.load(path)
+        return load_model(path)
     except ModelArtifactError as exc:
         raise _fail(str(exc)) from exc
 
@@ -236,14 +236,24 @@ def train(
         Path | None,
         typer.Option(help="Labels of --input (transaction_id, is_fraud): train boosted trees"),
     ] = None,
+    unsupervised: Annotated[
+        bool,
+        typer.Option(
+            "--unsupervised", help="Without --input: the IsolationForest, not the boosted trees"
+        ),
+    ] = False,
 ) -> None:
     """Train FR-006's model and export it as a checksummed data artifact: an IsolationForest,
-    or with --labels gradient-boosted trees on the features and the rules' severities."""
+    or with --labels gradient-boosted trees on the features and the rules' severities.
+
+    Without --input, the generated reference world (labelled) is used: `train --seed 7` is how
+    the shipped model (boosted trees) is made, byte for byte; with --unsupervised, the forest."""
     import numpy as np  # noqa: PLC0415
 
     from streamflow_jobs.events import ParsedTransaction, parse_transaction  # noqa: PLC0415
     from streamflow_jobs.files import Outputs, open_input  # noqa: PLC0415
     from streamflow_jobs.generator import Generator, GeneratorConfig  # noqa: PLC0415
+    from streamflow_jobs.labels import labels_of  # noqa: PLC0415
     from streamflow_jobs.model.forest import write_artifact  # noqa: PLC0415
     from streamflow_jobs.model.train import MIN_TRAINING_ROWS, train_forest  # noqa: PLC0415
     from streamflow_jobs.replay import read_lines  # noqa: PLC0415
@@ -254,17 +264,19 @@ def train(
     _check_paths({"--input": input, "--rules": rules, "--labels": labels}, {"--output": output})
     if labels is not None and input is None:
         raise _fail("--labels needs --input: the events the labels are about")
+    if unsupervised and input is not None:
+        raise _fail("--unsupervised is for the generated world: with --input, omit --labels")
     truth = _load_labels(labels)
     config = _load_rules(rules)
     # The output exists (as a temporary file) before the work: an unwritable path fails first.
     with Outputs(output) as files, contextlib.ExitStack() as stack:
         if input is None:
             gen = Generator(GeneratorConfig(events=events, seed=seed))
-            raw_events: Any = (orjson.dumps(e) for e, _ in gen.generate())
-            # The shipped model was trained when the blacklist was known only after generation,
-            # i.e. with an empty one; it stays so until the model is retrained (ADR 0030).
-            blacklist: list[str] = [] if TRAIN_EMPTY_BLACKLIST else gen.blacklist
-            config = config.model_copy(update={"blacklist": BlacklistRule(customers=blacklist)})
+            world = list(gen.generate())
+            raw_events: Any = (orjson.dumps(e) for e, _ in world)
+            if not unsupervised:  # the reference world is labelled: the shipped model learns
+                truth = labels_of([label for _, label in world])
+            config = config.model_copy(update={"blacklist": BlacklistRule(customers=gen.blacklist)})
             source: dict[str, Any] = {"generator_events": events, "generator_seed": seed}
         else:
             stream = stack.enter_context(open_input(input))

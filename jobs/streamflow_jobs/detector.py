@@ -40,8 +40,9 @@ from streamflow_jobs.events import (
     epoch_ms,
 )
 from streamflow_jobs.model.drivers import model_reason
-from streamflow_jobs.model.features import FEATURE_NAMES
-from streamflow_jobs.model.forest import ForestScorer, ModelArtifactError
+from streamflow_jobs.model.features import MODEL_INPUTS, SEVERITY_NAMES
+from streamflow_jobs.model.forest import ModelArtifactError
+from streamflow_jobs.model.loader import Scorer
 from streamflow_jobs.rules.config import RulesConfig
 from streamflow_jobs.rules.evaluator import (
     ACTIONS,
@@ -67,18 +68,22 @@ class Detection:
 
 class Detector:
     def __init__(
-        self, rules: RulesConfig, model: ForestScorer | None, shadow: Detector | None = None
+        self, rules: RulesConfig, model: Scorer | None, shadow: Detector | None = None
     ) -> None:
-        if model is not None and model.features != FEATURE_NAMES:
+        if model is not None and not set(model.inputs) <= set(MODEL_INPUTS):
             raise ModelArtifactError(
-                f"model {model.model_version} expects features {list(model.features)}, "
-                f"this detector builds {list(FEATURE_NAMES)}"
+                f"model {model.model_version} expects inputs {list(model.inputs)}, "
+                f"this detector builds {list(MODEL_INPUTS)}"
             )
         self.rules = rules
         self.model = model
         self.evaluator = RulesEvaluator(rules)
         # Without a model the blend is the rules score alone.
-        self.alpha = rules.ml_alpha if model is not None else 0.0
+        # A model that reads the rules' severities (a supervised one trained on them) already
+        # weighs the rules: its probability is the score. Blending the rules in again would
+        # count them twice. ``ml_alpha`` blends a model that does not see them (the forest).
+        self.combines_rules = model is not None and bool(set(model.inputs) & set(SEVERITY_NAMES))
+        self.alpha = 0.0 if model is None else 1.0 if self.combines_rules else rules.ml_alpha
         self.model_version = model.model_version if model is not None else None
         self.rules_version = rules.content_version
         self.threshold = rules.alert_threshold
@@ -154,7 +159,7 @@ class Detector:
         if score >= self.threshold:
             level = max(level, BLOCK if score >= self.block_threshold else REVIEW)
             if ml is not None and self._model_driven(outcome):
-                reasons = [*reasons, model_reason(self.model, outcome.features, ml, self.threshold)]
+                reasons = [*reasons, model_reason(self.model, outcome, ml, self.threshold)]
         decision = FraudDecision(
             transaction_id=txn.transaction_id,
             customer_id=txn.customer_id,
@@ -183,7 +188,8 @@ class Detector:
             return recall(outcome.repeat_of, txn)
         ml = None
         if self.model is not None:
-            ml = self.model.calibrate_one(self.model.raw_score_one(outcome.features))
+            row = self.model.input_row(outcome.features, outcome.severities)
+            ml = self.model.calibrate_one(self.model.raw_score_one(row))
         return self._blend(txn, outcome, ml)
 
     def decide_batch(
@@ -240,9 +246,12 @@ class Detector:
         assert self.model is not None
         n = len(outcomes)
         # One flat pass over the feature tuples: half the cost of np.array(list of tuples).
-        features = chain.from_iterable([o.features for o in outcomes])
+        model = self.model
+        features = chain.from_iterable(
+            [model.input_row(o.features, o.severities) for o in outcomes]
+        )
         ml_scores = self.model.scores(
-            np.fromiter(features, dtype=np.float64, count=n * len(FEATURE_NAMES)).reshape(n, -1)
+            np.fromiter(features, dtype=np.float64, count=n * len(model.inputs)).reshape(n, -1)
         )
         ml = np.array(ml_scores, dtype=np.float64)
         rules = np.fromiter([o.rules_score for o in outcomes], dtype=np.float64, count=n)
@@ -256,7 +265,7 @@ class Detector:
         actions = [ACTIONS[level] for level in levels]
         alerts = [level > ALLOW for level in levels]
         reasons = [
-            [*o.reasons, model_reason(self.model, o.features, m, review)]
+            [*o.reasons, model_reason(model, o, m, review)]
             if s >= review and self._model_driven(o)
             else o.reasons
             for o, s, m in zip(outcomes, scores, ml_scores, strict=True)

@@ -9,6 +9,7 @@ names the line. How many of the decisions the labels cover is reported by their 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,49 +59,63 @@ def _flag(value: Any) -> bool | None:
 
 def load_labels(path: Path) -> Labels:
     """Read and validate a label file; raise LabelError naming the first bad line."""
+
+    def records() -> Iterator[tuple[str, Any]]:
+        with path.open("rb") as f:
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{n}"
+                if len(line) > MAX_LABEL_LINE:
+                    raise LabelError(
+                        f"{where}: a label line of {len(line)} bytes (not a label file?)"
+                    )
+                try:
+                    yield where, orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise LabelError(f"{where}: not JSON ({exc})") from exc
+
+    return labels_of(records())
+
+
+def labels_of(records: Iterable[tuple[str, Any] | dict[str, Any]]) -> Labels:
+    """Labels from records (``{"transaction_id", "is_fraud", "pattern"?}``, each optionally
+    with where it came from for the error message), validated as a label file is."""
     classes: dict[tuple[str, bool], int] = {}
     by_id: dict[str, int] = {}
-    first_line: dict[str, int] = {}
+    first_seen: dict[str, str] = {}
     repeated = 0
-    with path.open("rb") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            if len(line) > MAX_LABEL_LINE:
-                raise LabelError(f"{where}: a label line of {len(line)} bytes (not a label file?)")
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise LabelError(f"{where}: not JSON ({exc})") from exc
-            if not isinstance(row, dict):
-                raise LabelError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            tid = row.get("transaction_id")
-            if not isinstance(tid, str) or not tid.strip():
-                raise LabelError(f"{where}: transaction_id must be a non-empty string")
-            fraud = _flag(row.get("is_fraud"))
-            if fraud is None:
-                raise LabelError(
-                    f"{where}: is_fraud must be true/false or 1/0, got {row.get('is_fraud')!r}"
-                )
-            pattern = row.get("pattern")
-            if pattern is not None and not isinstance(pattern, str):
-                raise LabelError(f"{where}: pattern must be a string, got {pattern!r}")
-            name = pattern or ("fraud" if fraud else "legit")
-            index = classes.setdefault((name, fraud), len(classes))
-            known = by_id.get(tid)
-            if known is None:
-                by_id[tid] = index
-                first_line[tid] = n
-                continue
-            previous = next(c for c, i in classes.items() if i == known)
-            if previous[1] != fraud:
-                raise LabelError(
-                    f"{where}: transaction {tid} is labelled "
-                    f"{'fraud' if fraud else 'legitimate'} here and "
-                    f"{'fraud' if previous[1] else 'legitimate'} on line {first_line[tid]}"
-                )
-            repeated += 1
+    for n, item in enumerate(records, start=1):
+        where, row = item if isinstance(item, tuple) else (f"label {n}", item)
+        if not isinstance(row, dict):
+            raise LabelError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        tid = row.get("transaction_id")
+        if not isinstance(tid, str) or not tid.strip():
+            raise LabelError(f"{where}: transaction_id must be a non-empty string")
+        fraud = _flag(row.get("is_fraud"))
+        if fraud is None:
+            raise LabelError(
+                f"{where}: is_fraud must be true/false or 1/0, got {row.get('is_fraud')!r}"
+            )
+        pattern = row.get("pattern")
+        if pattern is not None and not isinstance(pattern, str):
+            raise LabelError(f"{where}: pattern must be a string, got {pattern!r}")
+        name = pattern or ("fraud" if fraud else "legit")
+        index = classes.setdefault((name, fraud), len(classes))
+        known = by_id.get(tid)
+        if known is None:
+            by_id[tid] = index
+            line = where.rpartition(":")[2]  # "file:12" -> "line 12"
+            first_seen[tid] = f"line {line}" if line.isdigit() else where
+            continue
+        previous = next(c for c, i in classes.items() if i == known)
+        if previous[1] != fraud:
+            raise LabelError(
+                f"{where}: transaction {tid} is labelled "
+                f"{'fraud' if fraud else 'legitimate'} here and "
+                f"{'fraud' if previous[1] else 'legitimate'} on {first_seen[tid]}"
+            )
+        repeated += 1
     ordered = sorted(classes, key=classes.__getitem__)
     names = [name for name, _ in ordered]
     return Labels(

@@ -75,6 +75,23 @@ def _join(decisions: Path, labels: Labels) -> tuple[dict[str, np.ndarray[Any, An
     return out, warnings
 
 
+def reliability(
+    scores: np.ndarray[Any, Any], is_fraud: np.ndarray[Any, Any], bins: int = 10
+) -> list[tuple[float, float, int, float, float]]:
+    """Per score bin (equal width over [0, 1]) with decisions: (low, high, decisions, mean
+    score, share of fraud). A calibrated score has mean score ~= share of fraud in every bin."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, bins - 1)
+    out = []
+    for b in range(bins):
+        mask = which == b
+        n = int(mask.sum())
+        if n:
+            out.append((float(edges[b]), float(edges[b + 1]), n, float(scores[mask].mean()),
+                        float(is_fraud[mask].mean())))  # fmt: skip
+    return out
+
+
 def build_report(
     decisions: Path, labels: Labels, text_out: IO[bytes], png_out: IO[bytes]
 ) -> tuple[str, list[str]]:
@@ -115,10 +132,16 @@ def build_report(
         mask = data["pattern"] == i
         if mask.any():
             lines.append(f"{c.name:<28}{int(mask.sum()):>8}{alert[mask].mean():>10.1%}")
+    curve = reliability(data["score"], y)
+    lines.append("")
+    lines.append("reliability: how often a score is right (the score as a fraud probability)")
+    lines.append(f"{'score bin':<14}{'decisions':>10}{'mean score':>12}{'fraud share':>13}")
+    for low, high, n, mean_score, share in curve:
+        lines.append(f"{low:.1f} - {high:.1f}{n:>14}{mean_score:>12.3f}{share:>13.3f}")
     text = "\n".join(lines) + "\n"
     text_out.write(text.encode("utf-8"))
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, right, third) = plt.subplots(1, 3, figsize=(17, 4.5))
     bins = np.linspace(0, 1, 51)
     left.hist(data["score"][~y], bins=bins, alpha=0.6, label="legitimate", color="tab:blue")
     left.hist(data["score"][y], bins=bins, alpha=0.7, label="fraud", color="tab:red")
@@ -137,6 +160,12 @@ def build_report(
     right.set_ylim(0, 1.02)
     if ap:
         right.legend(loc="lower left")
+    third.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
+    third.plot([c[3] for c in curve], [c[4] for c in curve], marker="o", label="score")
+    third.set_xlabel("mean score in bin")
+    third.set_ylabel("share of fraud in bin")
+    third.set_title("Reliability")
+    third.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(png_out, dpi=110, format="png")
     plt.close(fig)

@@ -173,16 +173,16 @@ def alert_row(decision: FraudDecision, record: Any) -> tuple[Any, ...]:
 
 def load_detector(args: JobArgs) -> Detector:
     """The live detector, carrying the shadow challenger when the job runs one."""
-    from streamflow_jobs.model.forest import ForestScorer  # noqa: PLC0415
+    from streamflow_jobs.model.loader import load_model  # noqa: PLC0415
     from streamflow_jobs.rules.config import RulesConfig  # noqa: PLC0415
 
     rules = RulesConfig.from_yaml(args.rules or RULES_PATH)
-    model = ForestScorer.load(args.model or MODEL_PATH)
+    model = load_model(args.model or MODEL_PATH)
     challenger = None
     if args.shadow_topic is not None:
         challenger = Detector(
             RulesConfig.from_yaml(args.shadow_rules) if args.shadow_rules else rules,
-            ForestScorer.load(args.shadow_model) if args.shadow_model else model,
+            load_model(args.shadow_model) if args.shadow_model else model,
         )
     return Detector(rules, model, shadow=challenger)
 

@@ -29,35 +29,54 @@ import numpy as np
 _INSTALLED: dict[str, Any] = {}
 
 
-def _build(feature_dtype: np.dtype[Any]) -> Any:
+# The scorers whose compiled walk is replaced: module, and the threshold type of its nodes.
+_WALKS = {
+    "forest": ("streamflow_jobs.model.forest", "float32"),
+    "boosting": ("streamflow_jobs.model.boosting", "float64"),
+}
+
+
+def _build(feature_dtype: np.dtype[Any], kind: str = "forest") -> Any:
     # numba's type hints are partial: it is used as an untyped module here.
     numba: Any = importlib.import_module("numba")
     carray, types = numba.carray, numba.types
-
-    from streamflow_jobs.model import forest  # noqa: PLC0415
-
-    inner = numba.njit(forest._walk)
+    module_name, threshold_type = _WALKS[kind]
+    inner = numba.njit(importlib.import_module(module_name)._walk)
     f32, f64, intp = types.float32, types.float64, types.intp
     ptr = types.CPointer
     signature = types.void(
         ptr(f32), intp, intp,  # rows (x), row count, feature count
         ptr(numba.from_dtype(feature_dtype)), intp,  # feature index per node
-        ptr(f32), intp,  # thresholds
+        ptr(getattr(types, threshold_type)), intp,  # thresholds
         ptr(f64), intp,  # leaf values
         intp, intp,  # trees, depth
+        f64,  # the boosted trees' initial log-odds (the forest has none)
         ptr(f64),  # out: one sum per row
     )  # fmt: skip
 
-    @numba.cfunc(signature, cache=True)
-    def walk_c(xp, rows, cols, fp, nf, tp, nt, lp, nl, n_trees, depth, outp):  # type: ignore[no-untyped-def]
-        out = carray(outp, (rows,))
-        sums = inner(carray(xp, (rows, cols)), carray(fp, (nf,)), carray(tp, (nt,)),
-                     carray(lp, (nl,)), n_trees, depth)  # fmt: skip
-        for i in range(rows):
-            out[i] = sums[i]
+    if kind == "forest":
 
-    vp, size = ctypes.c_void_p, ctypes.c_ssize_t
-    prototype = ctypes.CFUNCTYPE(None, vp, size, size, vp, size, vp, size, vp, size, size, size, vp)
+        @numba.cfunc(signature, cache=True)
+        def walk_c(xp, rows, cols, fp, nf, tp, nt, lp, nl, n_trees, depth, init, outp):  # type: ignore[no-untyped-def]
+            out = carray(outp, (rows,))
+            sums = inner(carray(xp, (rows, cols)), carray(fp, (nf,)), carray(tp, (nt,)),
+                         carray(lp, (nl,)), n_trees, depth)  # fmt: skip
+            for i in range(rows):
+                out[i] = sums[i]
+    else:
+
+        @numba.cfunc(signature, cache=True)
+        def walk_c(xp, rows, cols, fp, nf, tp, nt, lp, nl, n_trees, depth, init, outp):  # type: ignore[no-untyped-def]
+            out = carray(outp, (rows,))
+            sums = inner(carray(xp, (rows, cols)), carray(fp, (nf,)), carray(tp, (nt,)),
+                         carray(lp, (nl,)), n_trees, depth, init)  # fmt: skip
+            for i in range(rows):
+                out[i] = sums[i]
+
+    vp, size, double = ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_double
+    prototype = ctypes.CFUNCTYPE(
+        None, vp, size, size, vp, size, vp, size, vp, size, size, size, double, vp
+    )
     # Keep the compiled callback alive as long as the function pointer is used.
     return walk_c, prototype(int(walk_c.address))
 
@@ -67,12 +86,12 @@ def _address(array: np.ndarray[Any, Any]) -> int:
     return address
 
 
-def gil_safe_walk(feature_dtype: np.dtype[Any]) -> Any:
-    """A drop-in for ``forest._compiled_walk()``'s result that never hands numba a Python
-    object."""
-    key = np.dtype(feature_dtype).str
+def gil_safe_walk(feature_dtype: np.dtype[Any], kind: str = "forest") -> Any:
+    """A drop-in for ``forest._compiled_walk()``'s result (or, with ``kind="boosting"``,
+    ``boosting._compiled_walk()``'s) that never hands numba a Python object."""
+    key = f"{kind}:{np.dtype(feature_dtype).str}"
     if key not in _INSTALLED:
-        _INSTALLED[key] = _build(np.dtype(feature_dtype))
+        _INSTALLED[key] = _build(np.dtype(feature_dtype), kind)
     _, call = _INSTALLED[key]
     model: dict[int, tuple[tuple[int, ...], tuple[Any, ...]]] = {}
     # One row at a time is the streaming case: copy it into a buffer whose address is known
@@ -81,7 +100,10 @@ def gil_safe_walk(feature_dtype: np.dtype[Any]) -> Any:
     # during the walk, so a shared buffer would hand one subtask's row or score to the other.
     per_thread = threading.local()
 
-    def walk(x: Any, feature: Any, threshold: Any, leaves: Any, n_trees: int, depth: int) -> Any:
+    def walk(
+        x: Any, feature: Any, threshold: Any, leaves: Any, n_trees: int, depth: int,
+        init: float = 0.0,
+    ) -> Any:  # fmt: skip
         x32 = np.ascontiguousarray(x, dtype=np.float32)
         if x32.ndim != 2:
             raise ValueError(f"expected a 2-d array of rows, got {x32.shape}")
@@ -108,29 +130,35 @@ def gil_safe_walk(feature_dtype: np.dtype[Any]) -> Any:
                 buffers = single[cols] = (x_buf, _address(x_buf), out_buf, _address(out_buf))
             x_buf, x_at, out_buf, out_at = buffers
             x_buf[0] = x32[0]
-            call(x_at, 1, cols, *pointers, n_trees, depth, out_at)
+            call(x_at, 1, cols, *pointers, n_trees, depth, init, out_at)
             return out_buf.copy()
         out = np.empty(rows, dtype=np.float64)
-        call(_address(x32), rows, cols, *pointers, n_trees, depth, _address(out))
+        call(_address(x32), rows, cols, *pointers, n_trees, depth, init, _address(out))
         return out
 
     return walk
 
 
 def install_gil_safe_walk() -> None:
-    """Make the forest scorer use :func:`gil_safe_walk` in this process (idempotent)."""
-    from streamflow_jobs.model import forest  # noqa: PLC0415
+    """Make both scorers (forest and boosted trees) use :func:`gil_safe_walk` in this process
+    (idempotent)."""
+    from streamflow_jobs.model import boosting, forest  # noqa: PLC0415
 
-    current = forest._WALK[0] if forest._WALK else None
-    if getattr(current, "gil_safe", False):
-        return
+    for kind, module in (("forest", forest), ("boosting", boosting)):
+        current = module._WALK[0] if module._WALK else None
+        if getattr(current, "gil_safe", False):
+            continue
+        module._WALK[:] = [_dispatch(kind)]
+
+
+def _dispatch(kind: str) -> Any:
     by_dtype: dict[str, Any] = {}  # compiled on first use per node-feature dtype
 
     def walk(x: Any, feature: Any, *rest: Any) -> Any:
         typed = by_dtype.get(feature.dtype.str)
         if typed is None:
-            typed = by_dtype[feature.dtype.str] = gil_safe_walk(feature.dtype)
+            typed = by_dtype[feature.dtype.str] = gil_safe_walk(feature.dtype, kind)
         return typed(x, feature, *rest)
 
     walk.gil_safe = True  # type: ignore[attr-defined]
-    forest._WALK[:] = [walk]
+    return walk

@@ -2,15 +2,15 @@
 
 A decision is *model-driven* when it alerts on its score and the rules alone would not have
 (their score is under the alert threshold, no rule asked for review or block). The reason names
-the (at most three) features that drove the model, each as its observed value against the
+the (at most three) inputs that drove the model up, each as its observed value against the
 customer's own baseline, e.g. "amount 9.3x the customer's mean".
 
-Which features drove it: a model that can attribute its score (``explain_one``: per-input
-contributions, as the gradient-boosted trees do by path attribution) says so itself; for the
-IsolationForest, which cannot, the features furthest from the customer's baseline are named,
-each measured in units of its own rule threshold (so "3x the mean amount" and "2 std devs from
-the usual hour" weigh the same). Both paths of the detector build this reason from the same
-floats, so it is the same bit for bit.
+Which inputs drove it: the model's own path attribution (``explain_one``: per-input
+contributions, for the gradient-boosted trees to the log-odds, for the IsolationForest to the
+log of its anomaly score); a scorer without one falls back to the features furthest from the
+customer's baseline, each in units of its rule's threshold. Only model-driven alerts pay for
+it (~80 us). Both paths of the detector build this reason from the same floats, so it is the
+same bit for bit.
 """
 
 from __future__ import annotations
@@ -69,24 +69,28 @@ def describe(name: str, value: float) -> str:
     return f"{name} {value:.4g}"
 
 
-def drivers(model: Any, features: Sequence[float]) -> list[tuple[str, float]]:
-    """The features that drove the model on this row, strongest first (name, value)."""
-    explain = getattr(model, "explain_features", None)
+def drivers(
+    model: Any, features: Sequence[float], severities: Sequence[float]
+) -> list[tuple[str, float]]:
+    """The inputs that drove the model's score up on this row, strongest first (name, value):
+    the model's own attribution when it has one, else the features furthest from the baseline."""
+    explain = getattr(model, "explain_one", None)
     if explain is not None:
-        return [(n, v) for n, v, _ in explain(features)[:MAX_DRIVERS]]
+        row = model.input_row(tuple(features), tuple(severities))
+        values = dict(zip(model.inputs, row, strict=True))
+        return [(n, values[n]) for n, c in explain(row) if c > 0][:MAX_DRIVERS]
     ranked = sorted(
-        (
-            (-_unusualness(n, v), n, v)
-            for n, v in zip(FEATURE_NAMES, features, strict=True)
-            if _unusualness(n, v) > 0
-        ),
+        (-_unusualness(n, v), n, v)
+        for n, v in zip(FEATURE_NAMES, features, strict=True)
+        if _unusualness(n, v) > 0
     )
     return [(n, v) for _, n, v in ranked[:MAX_DRIVERS]]
 
 
-def model_reason(model: Any, features: Sequence[float], ml: float, threshold: float) -> Reason:
-    named = drivers(model, features)
-    because = "; ".join(describe(n, v) for n, v in named) or "no single feature stands out"
+def model_reason(model: Any, outcome: Any, ml: float, threshold: float) -> Reason:
+    """FR-006 for a model-driven decision on ``outcome`` (a RuleOutcome) scored ``ml``."""
+    named = drivers(model, outcome.features, outcome.severities)
+    because = "; ".join(describe(n, v) for n, v in named) or "no single input stands out"
     return Reason(
         "FR-006",
         "model",

@@ -85,7 +85,9 @@ class UnusualHourRule(_Rule):
     )
     saturation: float = Field(2.5, gt=1, le=100, description="Full severity at this x threshold")
     weight: Weight = 0.5
-    action: Action = Field("review", description=_ACTION_HELP)
+    # Score by default: an hour 5 std devs away is common among legitimate customers
+    # (night shifts, travel), and the model weighs it with the rest of the evidence.
+    action: Action = Field("score", description=_ACTION_HELP)
 
 
 class BlacklistRule(_Rule):

@@ -196,10 +196,11 @@ def register(
 ) -> str:
     """Record the candidate (artifact, metrics, checksum) in ml.model_candidates; returns its
     version. Registering the same artifact again changes nothing."""
-    from streamflow_jobs.model.forest import ForestScorer, ModelArtifactError  # noqa: PLC0415
+    from streamflow_jobs.model.forest import ModelArtifactError  # noqa: PLC0415
+    from streamflow_jobs.model.loader import load_model  # noqa: PLC0415
 
     try:
-        ForestScorer.load(artifact)  # checksum and structure verified before it is recorded
+        load_model(artifact)  # checksum and structure verified before it is recorded
     except ModelArtifactError as exc:
         raise TrainingError(str(exc)) from exc
     doc = orjson.loads(artifact.read_bytes())
