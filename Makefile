@@ -12,7 +12,7 @@ DEMO := .demo
 export UV_COMPILE_BYTECODE := 1
 PYTEST_ARGS ?=
 
-.PHONY: help setup postgres compile demo demo-replay infra-up infra-down bench-streaming test lint bench schemas model crd cluster cluster-down cluster-build operator clean
+.PHONY: help setup postgres compile demo demo-replay infra-up infra-down bench-streaming bench-detection test lint bench schemas model crd cluster cluster-down cluster-build operator clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -99,9 +99,13 @@ lint: setup  ## ruff (lint + format check) and mypy --strict
 
 bench: setup postgres  ## measure the detector, the operator and the warehouse; writes docs/benchmarks.md
 	$(UV) run python -m streamflow_jobs.bench
+	$(UV) run python -m streamflow_jobs.bench_detection
 	$(UV) run python -m tests.e2e.bench
 	$(UV) run python -m tests.integration.bench_warehouse
 	$(MAKE) bench-streaming
+
+bench-detection: setup  ## detection quality per generated world and model kind; replay with a shadow
+	$(UV) run python -m streamflow_jobs.bench_detection
 
 bench-streaming: setup postgres  ## the Flink jobs: throughput, latency, checkpoints, recovery
 	$(UV) run python -m streamflow_jobs.flink.bench
@@ -109,8 +113,9 @@ bench-streaming: setup postgres  ## the Flink jobs: throughput, latency, checkpo
 schemas: setup  ## regenerate the JSON Schemas of the event contracts
 	$(UV) run streamflow schemas
 
-model: setup  ## retrain the shipped default model (reproducible: seed 7)
+model: setup  ## retrain the shipped models from the reference world (reproducible: seed 7)
 	$(UV) run streamflow train --seed 7 --output jobs/streamflow_jobs/model/default_model.json
+	$(UV) run streamflow train --seed 7 --unsupervised --output jobs/streamflow_jobs/model/iforest_model.json
 
 crd: setup  ## regenerate crds/ (and the chart's copy) from the operator's spec models
 	$(UV) run streamflow crd

@@ -17,7 +17,7 @@ from streamflow_jobs.cli import app
 from streamflow_jobs.detector import Detector
 from streamflow_jobs.events import FraudDecision, parse_transaction
 from streamflow_jobs.generator import Generator, GeneratorConfig
-from streamflow_jobs.model.forest import ForestScorer
+from streamflow_jobs.model.loader import load_model
 from streamflow_jobs.replay import replay
 from streamflow_jobs.rules.config import RulesConfig
 from streamflow_jobs.state import CustomerState
@@ -53,7 +53,7 @@ def decisions_of(lines: list[bytes], detector: Detector) -> list[dict[str, Any]]
 
 
 def test_a_shadow_changes_nothing_and_decides_as_it_would_alone(world: dict[str, Any]) -> None:
-    model = ForestScorer.load()
+    model = load_model()
     candidate_rules = RulesConfig.model_validate(CANDIDATE)
     alone = decisions_of(world["lines"], Detector(RulesConfig(), model))
     challenger = decisions_of(world["lines"], Detector(candidate_rules, model))
@@ -71,7 +71,7 @@ def test_a_shadow_changes_nothing_and_decides_as_it_would_alone(world: dict[str,
 def test_the_per_event_path_carries_the_same_shadow_as_the_replay(
     world: dict[str, Any],
 ) -> None:
-    model = ForestScorer.load()
+    model = load_model()
     challenger = Detector(RulesConfig.model_validate(CANDIDATE), model)
     detector = Detector(RulesConfig(), model, shadow=challenger)
     batch = decisions_of(world["lines"], detector)
@@ -104,7 +104,7 @@ def test_backtest_writes_what_changed_and_both_sides_counts(world: dict[str, Any
             "--report-dir", str(root / "report")]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    model = ForestScorer.load()
+    model = load_model()
     base = decisions_of(world["lines"], Detector(RulesConfig(), model))
     cand = decisions_of(world["lines"], Detector(RulesConfig.model_validate(CANDIDATE), model))
     changed = {

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from streamflow_jobs.detector import Detector
 from streamflow_jobs.events import ParsedTransaction, ParseFailure, Transaction, parse_transaction
-from streamflow_jobs.model.forest import ForestScorer
+from streamflow_jobs.model.loader import load_model
 from streamflow_jobs.rules.config import RulesConfig
 from streamflow_jobs.state import CustomerState, decode_state, encode_state
 
@@ -47,7 +47,7 @@ def txn(
 
 @pytest.fixture(scope="module")
 def detector() -> Detector:
-    return Detector(RulesConfig(), ForestScorer.load())
+    return Detector(RulesConfig(), load_model())
 
 
 def habits(detector: Detector, state: CustomerState, days: int = 10) -> None:

@@ -23,7 +23,7 @@ from streamflow_jobs.events import (
     FraudDecision,
     parse_transaction,
 )
-from streamflow_jobs.model.forest import ForestScorer
+from streamflow_jobs.model.loader import load_model
 from streamflow_jobs.replay import READ_BLOCK, Skimmed, read_lines, replay
 from streamflow_jobs.rules.config import RulesConfig
 from streamflow_jobs.state import DEDUP_MEMORY, CustomerState
@@ -180,7 +180,7 @@ def test_replay_and_the_streaming_path_decide_the_same(
     events, _, _ = small_world
     out = tmp_path / "d.jsonl"
     assert run("--input", str(events), "--output", str(out))[0] == 0
-    detector = Detector(RulesConfig(), ForestScorer.load())
+    detector = Detector(RulesConfig(), load_model())
     states: dict[str, CustomerState] = {}
     replayed = out.read_bytes().splitlines()
     for raw, line in zip(events.read_bytes().splitlines(), replayed, strict=True):
@@ -266,7 +266,7 @@ def test_every_non_blank_line_is_one_decision_or_one_dead_letter(
     """Whatever the bytes (stray newlines inside generated binary split lines too), the replay
     accounts for every line: decisions + dead letters = non-blank lines, in order."""
     if not _SHARED_DETECTOR:
-        _SHARED_DETECTOR.append(Detector(RulesConfig(), ForestScorer.load()))
+        _SHARED_DETECTOR.append(Detector(RulesConfig(), load_model()))
     data = (b"\r\n" if crlf else b"\n").join(lines)
     expected = reference_lines(data, MAX_EVENT_BYTES, DEAD_LETTER_PAYLOAD_LIMIT)
     non_blank = [i for i, (x, size) in enumerate(expected, 1) if size != len(x) or x.strip()]

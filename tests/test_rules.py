@@ -12,6 +12,7 @@ from streamflow_jobs.events import Transaction
 from streamflow_jobs.model.drivers import describe
 from streamflow_jobs.model.features import FEATURE_NAMES
 from streamflow_jobs.model.forest import ForestScorer
+from streamflow_jobs.model.loader import load_model
 from streamflow_jobs.rules.config import BlacklistRule, RulesConfig
 from streamflow_jobs.rules.evaluator import RulesEvaluator, haversine_km
 from streamflow_jobs.state import CustomerState
@@ -128,7 +129,7 @@ def test_fr004_unusual_hour_wraps_at_midnight(usual: int, hour: int, fires: bool
 
 def test_fr005_blacklist_blocks_and_can_change_at_runtime() -> None:
     rules = RulesConfig(blacklist=BlacklistRule(stores=["S99"]))
-    detector = Detector(rules, ForestScorer.load())
+    detector = Detector(rules, load_model())
     state = CustomerState()
     out = detector.evaluate(state, txn(1, START, customer="C7", store="S99"))
     decision = detector.decide(txn(1, START, store="S99"), out)

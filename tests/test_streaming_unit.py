@@ -18,6 +18,7 @@ from streamflow_jobs.detector import Detector
 from streamflow_jobs.events import parse_transaction
 from streamflow_jobs.flink.args import JobArgs, parse_args, postgres_dsn
 from streamflow_jobs.model.forest import ForestScorer
+from streamflow_jobs.model.loader import load_model
 from streamflow_jobs.rules.config import RulesConfig
 from streamflow_jobs.state import CustomerState, encode_state
 
@@ -231,8 +232,8 @@ def test_the_per_event_call_matches_the_core_one_event_at_a_time(
     from streamflow_jobs.flink.fraud_detector import detect  # noqa: PLC0415
 
     events, _, _ = small_world
-    detector = Detector(RulesConfig(), ForestScorer.load())
-    reference = Detector(RulesConfig(), ForestScorer.load())
+    detector = Detector(RulesConfig(), load_model())
+    reference = Detector(RulesConfig(), load_model())
     encoded: dict[str, bytes] = {}
     objects: dict[str, CustomerState] = {}
     for raw in events.read_bytes().splitlines()[:2000]:

@@ -18,7 +18,7 @@ from streamflow_jobs.model.artifact import ModelArtifactError, payload_checksum,
 from streamflow_jobs.model.boosting import LANES, BoostingScorer
 from streamflow_jobs.model.evaluate import evaluate, stream_inputs
 from streamflow_jobs.model.features import FEATURE_NAMES, MODEL_INPUTS, SEVERITY_NAMES
-from streamflow_jobs.model.forest import ForestScorer
+from streamflow_jobs.model.forest import SHIPPED_FOREST_PATH, ForestScorer
 from streamflow_jobs.model.loader import load_model, verify_model
 from streamflow_jobs.model.train import export_boosting, fit_boosting, train_boosting
 from streamflow_jobs.rules.config import BlacklistRule, RulesConfig
@@ -183,8 +183,8 @@ def test_artifact_round_trip_and_kind_dispatch(tmp_path: Path, artifact: dict) -
     rows = np.random.default_rng(4).normal(0, 2, size=(50, len(MODEL_INPUTS)))
     assert from_file.scores(rows) == from_bytes.scores(rows)
     assert verify_model(path.read_bytes()).model_version == artifact["model_version"]
-    # The shipped forest (no kind field) loads through the same loader, unchanged.
-    forest = load_model()
+    # The shipped forest (no kind field) loads through the same loader.
+    forest = load_model(SHIPPED_FOREST_PATH)
     assert isinstance(forest, ForestScorer)
     assert forest.kind == "isolation_forest" and forest.inputs == FEATURE_NAMES
 
@@ -292,7 +292,7 @@ def test_forest_explanations_add_up_to_its_log2_score(worlds: dict[str, World]) 
     """The shipped IsolationForest explains itself the same way, in log2 of its raw score."""
     import math  # noqa: PLC0415
 
-    forest = load_model()
+    forest = load_model(SHIPPED_FOREST_PATH)
     assert isinstance(forest, ForestScorer)
     for row in worlds["rare"].x[:300, : len(FEATURE_NAMES)].tolist():
         explained = forest.explain_one(row)
@@ -317,7 +317,7 @@ def test_input_row_picks_the_declared_inputs(worlds: dict[str, World]) -> None:
     assert subset.input_row(features, severities) == tuple(row[cols].tolist())
     expected = fitted.predict_proba(w.x[:500][:, cols])[:, 1]
     assert np.max(np.abs(np.array(subset.scores(w.x[:500][:, cols])) - expected)) <= 1e-9
-    forest = load_model()
+    forest = load_model(SHIPPED_FOREST_PATH)
     assert forest.input_row(features, severities) == features
 
 

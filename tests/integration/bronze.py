@@ -23,7 +23,7 @@ import psycopg
 from streamflow_jobs.detector import Detector
 from streamflow_jobs.events import FraudDecision, ParsedTransaction, Transaction, parse_transaction
 from streamflow_jobs.generator import Generator, GeneratorConfig
-from streamflow_jobs.model.forest import ForestScorer
+from streamflow_jobs.model.loader import load_model
 from streamflow_jobs.replay import BATCH_SIZE
 from streamflow_jobs.rules.config import BlacklistRule, RulesConfig
 from streamflow_jobs.state import CustomerState
@@ -69,7 +69,7 @@ def make_world(events: int, seed: int = 5, customers: int = 200, **kwargs: Any) 
         assert isinstance(parsed, ParsedTransaction), parsed
         out.append(Event(raw, parsed.transaction, label))
     rules = RulesConfig(blacklist=BlacklistRule(customers=gen.blacklist))
-    detector = Detector(rules, ForestScorer.load())
+    detector = Detector(rules, load_model())
     states: dict[str, CustomerState] = {}
     decisions: dict[str, FraudDecision] = {}
     for i in range(0, len(out), BATCH_SIZE):

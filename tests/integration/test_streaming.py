@@ -31,7 +31,8 @@ from streamflow_jobs.flink.args import JobArgs
 from streamflow_jobs.flink.fraud_detector import detect
 from streamflow_jobs.generator import Generator, GeneratorConfig
 from streamflow_jobs.live import committed_lag, read_topic, run
-from streamflow_jobs.model.forest import DEFAULT_MODEL_PATH, ForestScorer
+from streamflow_jobs.model.forest import DEFAULT_MODEL_PATH
+from streamflow_jobs.model.loader import load_model
 from streamflow_jobs.rules.config import RulesConfig
 from streamflow_jobs.state import CustomerState
 
@@ -201,7 +202,7 @@ def test_live_raises_exactly_replays_alerts_and_accounts_for_every_line(
     assert s["decision_latency_ms"]["p50"] is not None and s["events_per_second"] > 0
     got = by_id([orjson.loads(x) for x in alerts.read_bytes().splitlines()])  # none twice
     rules = RulesConfig.from_yaml(rules_file)
-    assert got == by_id(reference(events, [(0, Detector(rules, ForestScorer.load()))]))
+    assert got == by_id(reference(events, [(0, Detector(rules, load_model()))]))
     # ... and replay's batch path decides the same, bit for bit (issue 11 makes its float
     # operations those of the per-event path; until then the last bit of a score can differ).
     assert got == by_id(expected)
@@ -263,7 +264,7 @@ def test_live_runs_a_shadow_challenger_beside_the_live_detector(
         rules_path=rules_file, model_path=None, rate=None, infrastructure=streaming,
         shadow_rules=candidate_file, shadow_path=shadow,
     )  # fmt: skip
-    model = ForestScorer.load()
+    model = load_model()
     live_rules = RulesConfig.from_yaml(rules_file)
     got = by_id([orjson.loads(x) for x in alerts.read_bytes().splitlines()])
     assert got == by_id(reference(events, [(0, Detector(live_rules, model))]))  # no shadow field
@@ -329,7 +330,7 @@ def test_a_killed_taskmanager_loses_and_duplicates_nothing(
     local.stop_with_savepoint(flink_cluster, job.job_id)
     assert checkpoint >= 1
     got = by_id(alerts_of(bootstrap, topics["alerts"]))
-    detector = Detector(RulesConfig.from_yaml(rules_file), ForestScorer.load())
+    detector = Detector(RulesConfig.from_yaml(rules_file), load_model())
     expected = by_id(reference(lines, [(0, detector)]))
     assert got == expected  # nothing lost, nothing twice (read_committed)
     after_kill = {orjson.loads(x)["transaction_id"] for x in second}
@@ -430,7 +431,7 @@ def test_savepoint_with_old_rules_restores_with_new_rules_at_parallelism_2(
     wait_processed(flink_cluster, job.job_id, bootstrap, group, topics["transactions"])
     local.stop_with_savepoint(flink_cluster, job.job_id)
 
-    model = ForestScorer.load()
+    model = load_model()
     expected = reference(
         lines,
         [(0, Detector(RulesConfig(version="old"), model)), (2000, Detector(new, model))],
@@ -456,7 +457,7 @@ def test_parallelism_2_raises_the_same_alerts_as_parallelism_1(
     wait_processed(flink_cluster, job.job_id, bootstrap, args.group("fraud-detector"),
                    topics["transactions"])  # fmt: skip
     local.stop_with_savepoint(flink_cluster, job.job_id)
-    detector = Detector(RulesConfig.from_yaml(rules_file), ForestScorer.load())
+    detector = Detector(RulesConfig.from_yaml(rules_file), load_model())
     assert by_id(alerts_of(bootstrap, topics["alerts"])) == by_id(reference(lines, [(0, detector)]))
 
 

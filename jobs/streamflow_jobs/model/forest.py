@@ -45,6 +45,7 @@ from streamflow_jobs.model.explain import PathTrees, ranked
 __all__ = [
     "DEFAULT_MODEL_PATH",
     "FORMAT",
+    "SHIPPED_FOREST_PATH",
     "ForestArtifact",
     "ForestScorer",
     "ModelArtifactError",
@@ -56,7 +57,10 @@ __all__ = [
 FORMAT = "streamflow.isolation-forest"
 FORMAT_VERSION = 1
 MAX_DEPTH = 16  # padded trees hold 2 ** (depth + 1) nodes; deeper models are refused
+# The shipped model (whatever kind: model.loader.load_model reads it) and the shipped
+# IsolationForest, the unsupervised alternative (`streamflow train --seed 7 --unsupervised`).
 DEFAULT_MODEL_PATH = Path(__file__).with_name("default_model.json")
+SHIPPED_FOREST_PATH = Path(__file__).with_name("iforest_model.json")
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -215,8 +219,8 @@ class ForestScorer:
     # ---- loading ------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path | None = None) -> ForestScorer:
-        """Load and verify an artifact; the shipped default model when ``path`` is None."""
-        path = Path(path) if path is not None else DEFAULT_MODEL_PATH
+        """Load and verify an artifact; the shipped IsolationForest when ``path`` is None."""
+        path = Path(path) if path is not None else SHIPPED_FOREST_PATH
         return cls.from_bytes(read_bytes(path), source=str(path))
 
     @classmethod
