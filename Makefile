@@ -12,7 +12,7 @@ DEMO := .demo
 export UV_COMPILE_BYTECODE := 1
 PYTEST_ARGS ?=
 
-.PHONY: help setup postgres compile demo demo-replay infra-up infra-down bench-streaming bench-detection test lint bench schemas model crd cluster cluster-down cluster-build operator clean
+.PHONY: help setup postgres lua compile demo demo-replay infra-up infra-down bench-streaming bench-detection test lint bench schemas model crd cluster cluster-down cluster-build operator clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -86,7 +86,14 @@ postgres:
 		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		$$sudo apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
 
-test: setup postgres  ## lint, type-check and run every test
+# Debian's Lua 5.1 (ArgoCD's Lua) for the health check's test: apt-get once.
+lua:
+	@command -v lua5.1 >/dev/null 2>&1 || { \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		$$sudo apt-get install -y -qq --no-install-recommends lua5.1 >/dev/null; }
+
+test: setup postgres lua  ## lint, type-check and run every test
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy jobs/streamflow_jobs operator/streamflow_operator
