@@ -57,6 +57,20 @@ def test_committed_crd_matches_the_models() -> None:
     assert CHART_CRD_PATH.read_text() == crd_yaml(), "run `streamflow crd` and commit the chart"
 
 
+def test_the_reference_doc_matches_the_models_and_lists_every_field() -> None:
+    from streamflow_operator.crd import REFERENCE_PATH, reference_markdown  # noqa: PLC0415
+
+    doc = reference_markdown()
+    assert REFERENCE_PATH.read_text() == doc, "run `streamflow crd` and commit docs/reference/"
+    for field in (
+        "`spec.rules.impossibleTravel.action`",
+        "`spec.shadow.model.configMapName`",
+        "`spec.kafka.topics.deadLetters.retentionHours`",
+        "`status.shadowModelVersion`",
+    ):
+        assert field in doc  # fmt: skip
+
+
 def test_crd_is_deterministic_and_structural() -> None:
     assert crd_yaml() == crd_yaml()
     text = yaml.safe_dump(build_crd())

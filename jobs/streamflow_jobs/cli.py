@@ -614,11 +614,19 @@ def crd(
         Path | None, typer.Option(help="Write here; default: crds/ and the Helm chart's crds/")
     ] = None,
 ) -> None:
-    """Generate the FraudPipeline CRD from the operator's spec models."""
-    from streamflow_operator.crd import CHART_CRD_PATH, CRD_PATH, write_crd  # noqa: PLC0415
+    """Generate the FraudPipeline CRD (and docs/reference/fraudpipeline.md) from the
+    operator's spec models."""
+    from streamflow_operator.crd import (  # noqa: PLC0415
+        CHART_CRD_PATH,
+        CRD_PATH,
+        write_crd,
+        write_reference,
+    )
 
     for path in [output] if output else [CRD_PATH, CHART_CRD_PATH]:
         console.print(f"wrote {write_crd(path)}")
+    if output is None:
+        console.print(f"wrote {write_reference()}")
 
 
 from streamflow_jobs.cli_streaming import register as _register_streaming  # noqa: E402

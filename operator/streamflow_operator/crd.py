@@ -185,3 +185,102 @@ def write_crd(path: Path = CRD_PATH) -> Path:
     tmp.write_text(crd_yaml(), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+REFERENCE_PATH = CRD_PATH.parents[1] / "docs" / "reference" / "fraudpipeline.md"
+_BOUNDS = (
+    ("minimum", ">= {}"),
+    ("maximum", "<= {}"),
+    ("minLength", "length >= {}"),
+    ("maxLength", "length <= {}"),
+    ("minItems", ">= {} items"),
+    ("maxItems", "<= {} items"),
+    ("pattern", "matches `{}`"),
+)
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _object_defaults(node: Any, defs: dict[str, Any], path: str, out: dict[str, Any]) -> None:
+    """Path -> the default of each object field, from pydantic's schema (the CRD leaves them
+    to the operator, so they are not in its schema)."""
+    if not isinstance(node, dict):
+        return
+    if "$ref" in node:
+        extra = {k: v for k, v in node.items() if k != "$ref"}
+        node = {**defs[node["$ref"].rsplit("/", 1)[-1]], **extra}
+    for option in node.get("anyOf", []):
+        _object_defaults({**option, "default": node.get("default")}, defs, path, out)
+    if isinstance(node.get("default"), dict):
+        out[path] = node["default"]
+    for name, child in (node.get("properties") or {}).items():
+        _object_defaults(child, defs, f"{path}.{name}", out)
+
+
+def _rows(
+    node: dict[str, Any], path: str, required: bool, inherited: Any = None,
+    objects: dict[str, Any] | None = None,
+) -> list[str]:  # fmt: skip
+    """One table row per field; ``inherited`` is the default the enclosing object's own default
+    gives this field (the effective default when the parent is omitted)."""
+    objects = objects or {}
+    if inherited is None:
+        inherited = objects.get(path)
+    kind = node.get("type", "object")
+    if kind == "array":
+        kind = f"array of {node.get('items', {}).get('type', 'object')}"
+    bounds = [fmt.format(node[key]) for key, fmt in _BOUNDS if key in node]
+    if "enum" in node:
+        bounds.append("one of " + ", ".join(f"`{v}`" for v in node["enum"]))
+    for rule in node.get("x-kubernetes-validations", []):
+        bounds.append(rule["message"])
+    default = inherited if inherited is not None else node.get("default")
+    shown = "" if default is None or isinstance(default, dict) else f"`{default}`"
+    out = [
+        f"| `{path}` | {kind}{' (required)' if required else ''} | {shown} | "
+        f"{_cell('; '.join(bounds))} | {_cell(node.get('description', ''))} |"
+    ]
+    needed = set(node.get("required", []))
+    defaults = default if isinstance(default, dict) else {}
+    for name, child in (node.get("properties") or {}).items():
+        out += _rows(child, f"{path}.{name}", name in needed, defaults.get(name), objects)
+    return out
+
+
+def reference_markdown() -> str:
+    """docs/reference/fraudpipeline.md: every field of the resource, from the CRD's schema."""
+    crd = build_crd()
+    version = crd["spec"]["versions"][0]
+    root = version["schema"]["openAPIV3Schema"]
+    lines = [
+        "<!-- Generated from operator/streamflow_operator/spec.py by `streamflow crd`. -->",
+        f"# {KIND} reference ({GROUP}/{version['name']})",
+        "",
+        "Every field of the resource: type, default, bounds (including the CEL rules the",
+        "apiserver enforces) and description. `kubectl explain fraudpipeline.spec` shows the same.",
+        "",
+    ]
+    objects: dict[str, Any] = {}
+    for part, model in (("spec", FraudPipelineSpec), ("status", FraudPipelineStatus)):
+        raw = model.model_json_schema(by_alias=True, mode="validation")
+        _object_defaults(raw, raw.get("$defs", {}), part, objects)
+    for part in ("spec", "status"):
+        lines += [
+            f"## {part}",
+            "",
+            "| field | type | default | bounds | description |",
+            "| --- | --- | --- | --- | --- |",
+            *_rows(root["properties"][part], part, False, None, objects),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def write_reference(path: Path = REFERENCE_PATH) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(reference_markdown(), encoding="utf-8")
+    tmp.replace(path)
+    return path
