@@ -386,7 +386,8 @@ def kube(api: Any) -> Kube:
 def pipeline(
     name: str, namespace: str, kafka_ns: str, airflow_ns: str, **spec_changes: Any
 ) -> dict[str, Any]:
-    """The sample FraudPipeline, moved to the test's namespaces, using the built-in model."""
+    """The sample FraudPipeline, moved to the test's namespaces, using the built-in model and
+    no shadow (a test that wants one passes ``shadow=``)."""
     body = copy.deepcopy(SAMPLE)
     body["metadata"] = {"name": name, "namespace": namespace}
     spec = body["spec"]
@@ -394,6 +395,7 @@ def pipeline(
     spec["airflow"]["namespace"] = airflow_ns
     spec["postgres"]["clusterName"] = f"{name}-pg"
     spec["model"] = {}
+    spec.pop("shadow", None)
     spec.update(spec_changes)
     return body
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from streamflow_jobs.model.forest import DEFAULT_MODEL_PATH, payload_checksum
-from streamflow_operator.reconcile import render_offline
+from streamflow_operator.reconcile import builtin_model, render_offline
 from tests.e2e.conftest import Kube, Operator, pipeline, wait_for
 from tests.e2e.sim import (
     CLUSTER,
@@ -87,7 +87,7 @@ def test_create_renders_every_child(
     assert status["phase"] == "Progressing"
     ready = condition({"status": status}, "Ready")
     assert ready["status"] == "False" and "payments-pg" in ready["message"]
-    assert status["modelVersion"].startswith("iforest-")
+    assert status["modelVersion"] == builtin_model().version
     assert condition({"status": status}, "Reconciling")["status"] == "True"
 
 
@@ -453,3 +453,46 @@ def test_metrics_and_liveness_are_served(
     assert 'streamflow_reconciliations_total{result="ok"}' in text
     assert "streamflow_reconcile_duration_seconds_bucket" in text
     assert 'streamflow_pipelines{phase="Progressing"}' in text
+
+
+def test_a_shadow_challenger_runs_beside_the_live_detector_and_goes_away(
+    operator: Operator, kube: Kube, namespaces: tuple[str, str, str]
+) -> None:
+    """spec.shadow: the fraud-detector mounts and runs the challenger (rules overlaid on the
+    live ones, the built-in model), its topic is declared, the status says what runs; removing
+    it upgrades the fraud-detector without it and prunes the topic."""
+    ns, kafka_ns, airflow_ns = namespaces
+    shadow = {"rules": {"version": "candidate", "alertThreshold": 0.6}, "model": {}}
+    kube.create(pipeline("shadowed", ns, kafka_ns, airflow_ns, shadow=shadow))
+    shadow_topic = f"{ns}-shadowed-shadow"
+    wait_for(lambda: kube.get(*TOPIC, shadow_topic, kafka_ns), what="the shadow topic")
+    fp = make_ready(kube, "shadowed", ns, kafka_ns)
+    assert fp["status"]["topicsReady"] == "6/6"
+    assert fp["status"]["shadowRulesVersion"].startswith("candidate+")
+    assert fp["status"]["shadowModelVersion"] == builtin_model().version
+
+    def detector() -> dict[str, Any]:
+        return kube.get(*FLINK, "shadowed-fraud-detector", ns) or {}
+
+    args = detector()["spec"]["job"]["args"]
+    assert args[args.index("--shadow-topic") + 1] == f"streamflow.{ns}.shadowed.shadow"
+    volumes = {v["name"]: v for v in detector()["spec"]["podTemplate"]["spec"]["volumes"]}
+    shadow_rules = kube.get("v1", "ConfigMap", volumes["shadow-rules"]["configMap"]["name"], ns)
+    assert shadow_rules is not None
+    text = shadow_rules["data"]["rules.yaml"]
+    assert "alert_threshold: 0.6" in text and "C00028" in text  # overlay: the live blacklist
+    for job in ("shadowed-transaction-processor", "shadowed-realtime-aggregator"):
+        assert "shadow" not in orjson.dumps(kube.get(*FLINK, job, ns)).decode()
+
+    kube.patch(*FP, "shadowed", ns, {"spec": {"shadow": None}})
+    wait_for(lambda: "--shadow-topic" not in detector()["spec"]["job"]["args"],
+             what="the fraud-detector without the shadow")  # fmt: skip
+    wait_for(lambda: kube.get(*TOPIC, shadow_topic, kafka_ns) is None, what="shadow topic pruned")
+    simulate_flink(kube, "shadowed", ns)
+
+    def ready() -> dict[str, Any] | None:
+        f = kube.get(*FP, "shadowed", ns)
+        return f if condition(f, "Ready").get("status") == "True" else None
+
+    fp = wait_for(ready, what="Ready without the shadow")
+    assert "shadowRulesVersion" not in fp["status"] and fp["status"]["topicsReady"] == "5/5"
