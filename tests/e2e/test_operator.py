@@ -221,7 +221,7 @@ def test_a_tampered_model_stalls_with_a_clear_message(
 ) -> None:
     ns, kafka_ns, airflow_ns = namespaces
     doc = orjson.loads(DEFAULT_MODEL_PATH.read_bytes())
-    doc["calibration"]["high"] = 0.5  # content changed, checksum not
+    doc["training"] = {**doc["training"], "rows": 1}  # content changed, checksum not
     kube.create(model_config_map("bad-model", ns, doc))
     kube.create(
         pipeline("tampered", ns, kafka_ns, airflow_ns, model={"configMapName": "bad-model"})
@@ -463,35 +463,35 @@ def test_a_shadow_challenger_runs_beside_the_live_detector_and_goes_away(
     it upgrades the fraud-detector without it and prunes the topic."""
     ns, kafka_ns, airflow_ns = namespaces
     shadow = {"rules": {"version": "candidate", "alertThreshold": 0.6}, "model": {}}
-    kube.create(pipeline("shadowed", ns, kafka_ns, airflow_ns, shadow=shadow))
-    shadow_topic = f"{ns}-shadowed-shadow"
+    kube.create(pipeline("challenged", ns, kafka_ns, airflow_ns, shadow=shadow))
+    shadow_topic = f"{ns}-challenged-shadow"
     wait_for(lambda: kube.get(*TOPIC, shadow_topic, kafka_ns), what="the shadow topic")
-    fp = make_ready(kube, "shadowed", ns, kafka_ns)
+    fp = make_ready(kube, "challenged", ns, kafka_ns)
     assert fp["status"]["topicsReady"] == "6/6"
     assert fp["status"]["shadowRulesVersion"].startswith("candidate+")
     assert fp["status"]["shadowModelVersion"] == builtin_model().version
 
     def detector() -> dict[str, Any]:
-        return kube.get(*FLINK, "shadowed-fraud-detector", ns) or {}
+        return kube.get(*FLINK, "challenged-fraud-detector", ns) or {}
 
     args = detector()["spec"]["job"]["args"]
-    assert args[args.index("--shadow-topic") + 1] == f"streamflow.{ns}.shadowed.shadow"
+    assert args[args.index("--shadow-topic") + 1] == f"streamflow.{ns}.challenged.shadow"
     volumes = {v["name"]: v for v in detector()["spec"]["podTemplate"]["spec"]["volumes"]}
     shadow_rules = kube.get("v1", "ConfigMap", volumes["shadow-rules"]["configMap"]["name"], ns)
     assert shadow_rules is not None
     text = shadow_rules["data"]["rules.yaml"]
     assert "alert_threshold: 0.6" in text and "C00028" in text  # overlay: the live blacklist
-    for job in ("shadowed-transaction-processor", "shadowed-realtime-aggregator"):
+    for job in ("challenged-transaction-processor", "challenged-realtime-aggregator"):
         assert "shadow" not in orjson.dumps(kube.get(*FLINK, job, ns)).decode()
 
-    kube.patch(*FP, "shadowed", ns, {"spec": {"shadow": None}})
+    kube.patch(*FP, "challenged", ns, {"spec": {"shadow": None}})
     wait_for(lambda: "--shadow-topic" not in detector()["spec"]["job"]["args"],
              what="the fraud-detector without the shadow")  # fmt: skip
     wait_for(lambda: kube.get(*TOPIC, shadow_topic, kafka_ns) is None, what="shadow topic pruned")
-    simulate_flink(kube, "shadowed", ns)
+    simulate_flink(kube, "challenged", ns)
 
     def ready() -> dict[str, Any] | None:
-        f = kube.get(*FP, "shadowed", ns)
+        f = kube.get(*FP, "challenged", ns)
         return f if condition(f, "Ready").get("status") == "True" else None
 
     fp = wait_for(ready, what="Ready without the shadow")

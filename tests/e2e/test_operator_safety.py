@@ -165,7 +165,7 @@ def test_an_invalid_model_keeps_the_last_good_one_running(
     deployed = {j: kube.get(*FLINK, f"steady-{j}", ns) or {} for j in JOBS}
 
     corrupt = copy.deepcopy(good)
-    corrupt["calibration"]["high"] = 0.5  # content changed, checksum not
+    corrupt["training"] = {**corrupt["training"], "rows": 1}  # content changed, checksum not
     kube.patch(
         "v1", "ConfigMap", "model", ns, {"data": {"model.json": orjson.dumps(corrupt).decode()}}
     )
