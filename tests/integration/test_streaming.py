@@ -477,12 +477,18 @@ def test_the_aggregator_counts_per_store_and_window(
 
     job = local.submit(flink_cluster, "realtime-aggregator", args, config=CHECKPOINTS)
     local.wait_running(flink_cluster, job.job_id)
+    group = args.group("realtime-aggregator")
+    # The alert first, read before any transaction: with an idle alerts topic the union's
+    # watermark is the transactions' alone, and this test's 1 s lateness would make an alert
+    # that the job happens to read after them late (the production defaults leave a minute).
+    alert = {"transaction_id": "b", "store_id": "S1", "event_time": "2026-01-05T10:00:20+00:00"}
+    produce(bootstrap, topics["alerts"], [orjson.dumps(alert)])
+    wait_processed(flink_cluster, job.job_id, bootstrap, group, topics["alerts"])
     produce(bootstrap, topics["transactions"], [
         txn("a", "S1", "10:00:10", "10.00"), txn("b", "S1", "10:00:20", "20.00"),
         txn("c", "S1", "10:01:30", "30.00"), txn("d", "S2", "10:00:40", "5.50"),
     ])  # fmt: skip
-    alert = {"transaction_id": "b", "store_id": "S1", "event_time": "2026-01-05T10:00:20+00:00"}
-    produce(bootstrap, topics["alerts"], [orjson.dumps(alert)])
+    wait_processed(flink_cluster, job.job_id, bootstrap, group, topics["transactions"])
     # Much later events close the windows (the other partitions go idle after 2 s).
     produce(bootstrap, topics["transactions"], [txn("z", "S9", "12:00:00", "1.00")])
     produce(bootstrap, topics["alerts"], [orjson.dumps({**alert, "transaction_id": "y",
