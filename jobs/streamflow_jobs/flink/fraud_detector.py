@@ -152,14 +152,15 @@ def blacklist(
     return customers, stores
 
 
+def _source(decision: FraudDecision, record: Any) -> tuple[Any, ...]:
+    """The bronze key (the source record's Kafka topic, partition, offset) and the ids."""
+    return (record[1], record[2], record[3], decision.transaction_id, decision.customer_id,
+            decision.store_id)  # fmt: skip
+
+
 def alert_row(decision: FraudDecision, record: Any) -> tuple[Any, ...]:
     return (
-        record[1],
-        record[2],
-        record[3],
-        decision.transaction_id,
-        decision.customer_id,
-        decision.store_id,
+        *_source(decision, record),
         str(decision.amount),
         decision.event_time.isoformat(),
         decision.score,
@@ -207,12 +208,7 @@ def shadow_row(decision: FraudDecision, record: Any) -> tuple[Any, ...]:
     shadow = decision.shadow
     assert shadow is not None
     return (
-        record[1],
-        record[2],
-        record[3],
-        decision.transaction_id,
-        decision.customer_id,
-        decision.store_id,
+        *_source(decision, record),
         decision.event_time.isoformat(),
         decision.action,
         decision.score,
