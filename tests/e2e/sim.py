@@ -102,6 +102,9 @@ def simulate_dependencies(kube: Kube, name: str, ns: str, kafka_ns: str) -> None
         ),
         what="job start time",
     )
+    # Read the clock again: the Job controller may have started the Job after `t`, and the
+    # apiserver refuses a completion before the start.
+    t = now()
     kube.patch_status(
         *JOB,
         job["metadata"]["name"],
