@@ -381,3 +381,34 @@ def test_gil_safe_walk_of_the_boosted_trees_is_bit_identical() -> None:
     safe = gil_safe_walk(args[0].dtype, "boosting")
     assert np.array_equal(safe(rows, *args), compiled(rows, *args))
     assert np.array_equal(safe(rows[:1], *args), compiled(rows[:1], *args))
+
+
+def test_the_state_cache_round_trips_every_byte_and_writes_through() -> None:
+    from streamflow_jobs.flink import fraud_detector  # noqa: PLC0415
+
+    class FakeValueState:  # a unit test's stand-in for Flink's keyed ValueState of one key
+        def __init__(self) -> None:
+            self.stored: str | None = None
+            self.reads = 0
+
+        def value(self) -> str | None:
+            self.reads += 1
+            return self.stored
+
+        def update(self, text: str) -> None:
+            self.stored = text
+
+    class Context:
+        def __init__(self) -> None:
+            self.backing = FakeValueState()
+
+        def get_state(self, descriptor: Any) -> FakeValueState:
+            return self.backing
+
+    context = Context()
+    cache = fraud_detector.StateCache(context, "customer-state")
+    assert cache.get("C1") is None and context.backing.reads == 1
+    data = bytes(range(256))
+    cache.put("C1", data)
+    assert context.backing.stored is not None  # written through to Flink's state
+    assert cache.get("C1") == data and context.backing.reads == 1  # served by the copy

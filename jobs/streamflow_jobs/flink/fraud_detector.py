@@ -229,6 +229,32 @@ SHADOW_BRONZE_TAG = OutputTag("bronze-shadow", common.row_type(SHADOW_COLUMNS))
 CONTROL_STATE = MapStateDescriptor("blacklist-overrides", Types.STRING(), Types.STRING())
 
 
+class StateCache:
+    """Customer states in a ValueState, with a write-through copy of this subtask's: only
+    this subtask changes them, and a restart starts a new, empty copy. Saves a Java call per
+    event for known customers. Bytes are kept as a latin-1 STRING: ValueState of a byte array
+    is broken in PyFlink 2.2.1 thread mode (MISSION.md); latin-1 maps each byte to one
+    character and back."""
+
+    def __init__(self, runtime_context: Any, name: str) -> None:
+        self.state = runtime_context.get_state(ValueStateDescriptor(name, Types.STRING()))
+        self.copy: dict[str, str] = {}
+
+    def get(self, key: str) -> bytes | None:
+        """The current key's state (``key`` is Flink's current key)."""
+        stored = self.copy.get(key)
+        if stored is None:
+            stored = self.state.value()
+        return stored.encode("latin-1") if stored is not None else None
+
+    def put(self, key: str, data: bytes) -> None:
+        text = data.decode("latin-1")
+        self.state.update(text)
+        if len(self.copy) >= STATE_CACHE:
+            self.copy.clear()
+        self.copy[key] = text
+
+
 class _Detect:
     """The fraud-detector's function; two Flink flavours below (with and without control)."""
 
@@ -245,11 +271,7 @@ class _Detect:
         self.detector.max_clock_skew_ms = self.args.max_clock_skew_seconds * 1000
         config = self.detector.rules.blacklist
         self.base_blacklist = (list(config.customers), list(config.stores))
-        # Bytes kept as a latin-1 STRING: ValueState of a byte array is broken in PyFlink 2.2.1
-        # thread mode (MISSION.md); latin-1 maps each byte to one character and back.
-        self.state = runtime_context.get_state(
-            ValueStateDescriptor("customer-state", Types.STRING())
-        )
+        self.states = StateCache(runtime_context, "customer-state")
         self.metrics_context = runtime_context
         self.count = common.counters(
             runtime_context,
@@ -261,14 +283,10 @@ class _Detect:
         # The per-event counts are kept in Python and handed to Flink's counters every
         # FLUSH_EVERY events: each counter call crosses into Java (~1 us).
         self.pending_in = self.pending_decisions = self.latency_sum = self.latency_n = 0
-        self.cache: dict[str, str] = {}
         # The challenger's own per-customer state, beside the live one (same encoding).
         self.challenger = self.detector.shadow
         if self.challenger is not None:
-            self.shadow_state = runtime_context.get_state(
-                ValueStateDescriptor("shadow-customer-state", Types.STRING())
-            )
-            self.shadow_cache: dict[str, str] = {}
+            self.shadow_states = StateCache(runtime_context, "shadow-customer-state")
 
     def _counter(self, name: str) -> Any:
         counter = self.per_code.get(name)
@@ -303,25 +321,13 @@ class _Detect:
             message = f"the record's key {key!r} is not its customer_id {txn.customer_id!r}"
             yield from self._reject(Rejected("key_mismatch", message), raw, record)
             return
-        # A write-through copy of this subtask's states: only this subtask changes them, and
-        # a restart starts a new, empty copy. Saves a Java call per event for known customers.
-        cache = self.cache
-        stored = cache.get(key)
-        if stored is None:
-            stored = self.state.value()
         now_ms = int(time.time() * 1000) if self.clock_check else None
-        new_state, result, duplicate = detect(
-            self.detector, stored.encode("latin-1") if stored is not None else None, txn, now_ms
-        )
+        new_state, result, duplicate = detect(self.detector, self.states.get(key), txn, now_ms)
         if isinstance(result, Rejected):
             yield from self._reject(result, raw, record)
             return
         if new_state is not None:
-            text = new_state.decode("latin-1")
-            self.state.update(text)
-            if len(cache) >= STATE_CACHE:
-                cache.clear()
-            cache[key] = text
+            self.states.put(key, new_state)
         self.pending_decisions += 1
         if not self.pending_decisions % LATENCY_SAMPLE:  # reading the Instant is a Java call
             produced = common.epoch_ms(record[4])
@@ -346,19 +352,9 @@ class _Detect:
     ) -> Iterator[Any]:
         """The challenger's verdict beside ``live``: published when either side alerts."""
         assert self.challenger is not None
-        cache = self.shadow_cache
-        stored = cache.get(key)
-        if stored is None:
-            stored = self.shadow_state.value()
-        new_state, verdict = shadow_verdict(
-            self.challenger, stored.encode("latin-1") if stored is not None else None, txn
-        )
+        new_state, verdict = shadow_verdict(self.challenger, self.shadow_states.get(key), txn)
         if new_state is not None:
-            text = new_state.decode("latin-1")
-            self.shadow_state.update(text)
-            if len(cache) >= STATE_CACHE:
-                cache.clear()
-            cache[key] = text
+            self.shadow_states.put(key, new_state)
         if verdict is None or not (live.is_alert or verdict.is_alert):
             return
         both = with_shadow(live, verdict)
