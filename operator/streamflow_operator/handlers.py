@@ -9,6 +9,9 @@ Run with:
 
     kopf run -m streamflow_operator.handlers --all-namespaces --standalone \\
         --liveness=http://0.0.0.0:8081/healthz
+
+Readiness (``/readyz``) and the metrics (``/metrics``) are served on STREAMFLOW_METRICS_PORT
+(default 8080; health.py says what ready means).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from typing import Any
 
 import kopf
 
-from streamflow_operator import metrics
+from streamflow_operator import health, metrics
 from streamflow_operator.children import KINDS, WATCH_SELECTOR, key_of, slim
+from streamflow_operator.health import Readiness
 from streamflow_operator.kube import ApiError, Kube
 from streamflow_operator.reconcile import Reconciler
 from streamflow_operator.runtime import PipelineKey, WorkQueue, run_workers
@@ -43,8 +47,6 @@ log = logging.getLogger("streamflow.operator")
 async def configure(
     settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
-    from prometheus_client import start_http_server  # noqa: PLC0415
-
     settings.posting.reporting_component = "streamflow-operator"
     settings.posting.level = logging.WARNING
     # kopf's own requests (its watches) keep retrying through an apiserver outage instead of
@@ -59,13 +61,17 @@ async def configure(
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # kopf's own requests (the watches) report each failed attempt as one log record: count
     # them with the operator's (an idle operator in an outage fails only there).
-    logging.getLogger("kopf._cogs.clients").addHandler(_CountFailures())
-
     kube = Kube(lambda: kopf.login_via_client(logger=logger, settings=settings))
+    readiness = Readiness(apiserver_down_since=lambda: kube.down_since)
+    logging.getLogger("kopf._cogs.clients").addHandler(_CountFailures(readiness))
+    # Served from the start: /readyz says 503 until the cache is filled.
+    port = int(os.environ.get("STREAMFLOW_METRICS_PORT", "8080"))
+    memo.http = await health.serve(readiness, port) if port else None
     reconciler = Reconciler(kube, deletion_timeout=DELETION_TIMEOUT)
     queue = WorkQueue()
     memo.reconciler, memo.queue = reconciler, queue
     await _prefill(reconciler)
+    readiness.cache_filled = True
 
     async def work(key: PipelineKey) -> None:
         result = await reconciler.reconcile(key)
@@ -80,9 +86,7 @@ async def configure(
         asyncio.create_task(run_workers(queue, WORKERS, work), name="streamflow-workers"),
         asyncio.create_task(_resync(reconciler, queue), name="streamflow-resync"),
     ]
-    port = int(os.environ.get("STREAMFLOW_METRICS_PORT", "8080"))
-    if port:
-        start_http_server(port)
+    readiness.tasks = memo.tasks
 
 
 async def _prefill(reconciler: Reconciler) -> None:
@@ -108,11 +112,13 @@ async def _prefill(reconciler: Reconciler) -> None:
 
 
 class _CountFailures(logging.Handler):
-    def __init__(self) -> None:
+    def __init__(self, readiness: Readiness) -> None:
         super().__init__(level=logging.WARNING)
+        self.readiness = readiness
 
     def emit(self, record: logging.LogRecord) -> None:
         metrics.API_ERRORS.labels(reason="watch").inc()
+        self.readiness.watch_failed()
 
 
 async def _resync(reconciler: Reconciler, queue: WorkQueue) -> None:
@@ -142,6 +148,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await asyncio.gather(*getattr(memo, "tasks", []), return_exceptions=True)
     if hasattr(memo, "reconciler"):
         await memo.reconciler.kube.close()
+    if getattr(memo, "http", None) is not None:
+        await memo.http.cleanup()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -61,6 +61,11 @@ class Kube:
         self._headers: dict[str, str] = {}
         self._down_since: float | None = None
 
+    @property
+    def down_since(self) -> float | None:
+        """Since when (time.monotonic) the operator's own requests find no apiserver."""
+        return self._down_since
+
     async def _connect(self) -> aiohttp.ClientSession:
         if self._session is not None:
             return self._session

@@ -111,6 +111,18 @@ class Operator:
             if line.startswith(name) and not line.startswith("#")
         }
 
+    def readiness(self) -> tuple[int, str]:
+        """The operator's /readyz: (HTTP status, reason)."""
+        import urllib.error  # noqa: PLC0415
+        import urllib.request  # noqa: PLC0415
+
+        url = f"http://127.0.0.1:{self.metrics_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, response.read().decode().strip()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode().strip()
+
     def metric(self, name: str) -> float:
         """The sum of a metric's samples."""
         return sum(self.samples(name).values())
@@ -161,6 +173,7 @@ class Operator:
             timeout=60,
             what="operator liveness",
         )
+        wait_for(lambda: self.readiness()[0] == 200, timeout=60, what="operator readiness")
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:

@@ -5,9 +5,11 @@ Runs after the other e2e modules (file order): it stops the session's kube-apise
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -70,6 +72,17 @@ def test_an_apiserver_outage_is_over_within_seconds(
     )
     log_start = operator.log.stat().st_size
 
+    wait_for(lambda: operator.readiness() == (200, "ok"), timeout=30, what="ready before")
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def watch_readiness() -> None:
+        while not stop.wait(1.0):
+            with contextlib.suppress(OSError):
+                seen.append(operator.readiness())
+
+    watcher = threading.Thread(target=watch_readiness, daemon=True)
+    watcher.start()
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     restart_apiserver_after(OUTAGE_SECONDS)
     wait_for(lambda: _apiserver_ready(kube, kafka_ns), timeout=60, what="apiserver back")
@@ -99,6 +112,12 @@ def test_an_apiserver_outage_is_over_within_seconds(
         timeout=10,
         what="the change in status within seconds",
     )
+    # Readiness said so while the apiserver was away, and is back once the watches are.
+    wait_for(lambda: operator.readiness()[0] == 200, timeout=60, what="ready again")
+    stop.set()
+    watcher.join()
+    unready = [reason for status, reason in seen if status == 503]
+    assert any("watch failed" in r or "apiserver unreachable" in r for r in unready), seen
     with operator.log.open("rb") as log:
         log.seek(log_start)
         lines = log.read().decode(errors="replace").splitlines()
