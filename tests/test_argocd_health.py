@@ -120,3 +120,31 @@ def test_a_deletion_in_progress_is_progressing() -> None:
     status = written(deleting)
     assert status["phase"] == "Terminating"
     assert health(pipeline(status))[0] == "Progressing"
+
+
+def test_the_argocd_cm_patch_carries_the_health_script_verbatim() -> None:
+    import yaml  # noqa: PLC0415
+
+    patch = yaml.safe_load((HEALTH.parent / "argocd-cm-health.yaml").read_text())
+    script = patch["data"]["resource.customizations.health.streamflow.dev_FraudPipeline"]
+    assert script == HEALTH.read_text(), "copy fraudpipeline-health.lua into argocd-cm-health.yaml"
+
+
+@pytest.mark.parametrize("name", ["operator-application.yaml", "sample-application.yaml"])
+def test_the_applications_point_at_what_the_repository_has(name: str) -> None:
+    import yaml  # noqa: PLC0415
+
+    app = yaml.safe_load((HEALTH.parent / name).read_text())
+    assert (app["apiVersion"], app["kind"]) == ("argoproj.io/v1alpha1", "Application")
+    source = app["spec"]["source"]
+    folder = ROOT / source["path"]
+    assert folder.is_dir(), source["path"]
+    if "helm" in source:  # the chart, with values its schema accepts
+        schema = json.loads((folder / "values.schema.json").read_text())
+        assert set(source["helm"]["valuesObject"]) <= set(schema["properties"])
+        assert (folder / "Chart.yaml").exists()
+    else:  # the sample pipeline, in the namespace it declares
+        manifest = yaml.safe_load((folder / source["directory"]["include"]).read_text())
+        assert manifest["kind"] == "FraudPipeline"
+        assert manifest["metadata"]["namespace"] == app["spec"]["destination"]["namespace"]
+    assert "ServerSideApply=true" in app["spec"]["syncPolicy"]["syncOptions"]
