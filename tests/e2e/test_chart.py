@@ -34,6 +34,7 @@ def test_defaults_render_a_locked_down_single_operator() -> None:
         "ClusterRoleBinding",
         "Deployment",
         "Service",
+        "NetworkPolicy",
     }
     deployment = docs["Deployment"]
     assert deployment["spec"]["replicas"] == 1
@@ -48,7 +49,11 @@ def test_defaults_render_a_locked_down_single_operator() -> None:
     assert security["readOnlyRootFilesystem"] is True
     assert security["capabilities"]["drop"] == ["ALL"]
     assert security["allowPrivilegeEscalation"] is False
-    assert container["image"] == "ghcr.io/streamflow/streamflow:0.1.0"
+    # What `make images` tags (<registry>/operator:<version>; CI pushes to ghcr.io/streamflow).
+    assert container["image"] == "ghcr.io/streamflow/operator:0.1.0"
+    # Ready on the operator's own view (health.py), alive on kopf's.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     binding = docs["ClusterRoleBinding"]
     assert binding["subjects"] == [
         {
@@ -78,6 +83,66 @@ def test_values_reach_the_manifests() -> None:
     assert container["image"].endswith(":1.2.3")
     assert {"name": "STREAMFLOW_RESYNC_SECONDS", "value": "30"} in container["env"]
     assert "--verbose" in container["command"]
+
+
+def test_the_network_policy_admits_only_metrics_and_allows_only_dns_and_the_api() -> None:
+    policy = next(d for d in render() if d["kind"] == "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = policy["ingress"]
+    assert ingress["ports"] == [{"protocol": "TCP", "port": 8080}]
+    assert ingress["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    ports = sorted(p["port"] for rule in policy["egress"] for p in rule["ports"])
+    assert ports == [53, 53, 443, 6443]
+    assert not [
+        d for d in render("--set", "networkPolicy.enabled=false") if d["kind"] == "NetworkPolicy"
+    ]
+
+
+def test_a_disruption_budget_only_on_request_and_never_blocking_a_drain() -> None:
+    assert not [d for d in render() if d["kind"] == "PodDisruptionBudget"]
+    (pdb,) = [
+        d
+        for d in render("--set", "podDisruptionBudget.enabled=true")
+        if d["kind"] == "PodDisruptionBudget"
+    ]
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_a_digest_pins_the_image() -> None:
+    digest = "sha256:" + "ab" * 32
+    docs = render("--set", f"image.digest={digest}", "--set", "image.pullPolicy=Always")
+    (container,) = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert container["image"] == f"ghcr.io/streamflow/operator@{digest}"
+    assert container["imagePullPolicy"] == "Always"
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("replicas=2", "/replicas"),  # two kopf --standalone would fight over every pipeline
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("resources.requests.memory=lots", "/resources/requests/memory"),
+        ("operator.workers=0", "/operator/workers"),
+        ("operator.logLevel=trace", "/operator/logLevel"),
+        ("metrics.port=70000", "/metrics/port"),
+        ("image.digest=latest", "/image/digest"),
+        ("replica=1", "replica"),  # a misspelt key is refused, not silently ignored
+    ],
+)
+def test_a_bad_value_is_refused_naming_it(setting: str, named: str) -> None:
+    for command in (["lint", "--strict", str(CHART)], ["template", "x", str(CHART)]):
+        done = subprocess.run(
+            [helm(), *command, "--set", setting, "--kube-version", "1.34.4"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode != 0, (command, setting)
+        assert named in done.stdout + done.stderr, done.stdout + done.stderr
 
 
 def test_the_apiserver_accepts_every_manifest(api: Any, operator_kubeconfig: Path) -> None:
