@@ -12,7 +12,7 @@ DEMO := .demo
 export UV_COMPILE_BYTECODE := 1
 PYTEST_ARGS ?=
 
-.PHONY: help setup postgres lua compile demo demo-replay infra-up infra-down bench-streaming bench-detection test lint bench schemas model crd cluster cluster-down cluster-build operator clean
+.PHONY: help setup postgres lua compile demo demo-replay infra-up infra-down bench-streaming bench-detection test lint bench schemas model crd cluster cluster-down cluster-build operator e2e-kind clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -136,6 +136,9 @@ cluster: setup  ## start a local control plane (+ scheduler, kwok node) and CRDs
 
 cluster-down:  ## stop the local control plane
 	e2e/cluster/down.sh
+
+e2e-kind: setup  ## needs Docker + network: kind, Strimzi, Flink operator, CNPG, our images and chart, events in, alerts out
+	e2e/kind/run.sh
 
 operator: setup  ## run the operator against $$KUBECONFIG (default: the local cluster)
 	KUBECONFIG=$${KUBECONFIG:-$(CURDIR)/.cluster/kubeconfig} $(UV) run kopf run \

@@ -382,3 +382,14 @@ def test_invalid_spec_is_reported_with_its_path() -> None:
 def test_model_too_large_is_refused_before_apply() -> None:
     with pytest.raises(ValueError, match="limit"):
         verify_model(b"x" * (MAX_MODEL_BYTES + 1), "ConfigMap ns/m", None)
+
+
+def test_the_kind_sample_is_a_valid_pipeline_sized_for_one_node() -> None:
+    """e2e/kind/fraudpipeline.yaml (make e2e-kind, not run here) passes the spec's validation
+    and fits a one-node Kafka and PostgreSQL."""
+    text = (ROOT / "e2e" / "kind" / "fraudpipeline.yaml").read_text()
+    doc = yaml.safe_load(text.replace("@JOBS_IMAGE@", "localhost/streamflow/jobs:0.1.0"))
+    spec = parse_spec(doc["spec"])
+    assert {t.replicas for t in spec.kafka.topics.__dict__.values()} == {1}
+    assert spec.postgres.instances == 1
+    assert render_all(spec, meta())
