@@ -13,13 +13,13 @@ from sklearn.ensemble import IsolationForest
 from streamflow_jobs.model.features import FEATURE_NAMES
 from streamflow_jobs.model.forest import (
     DEFAULT_MODEL_PATH,
-    LANES,
     SHIPPED_FOREST_PATH,
     ForestScorer,
     ModelArtifactError,
     payload_checksum,
 )
 from streamflow_jobs.model.train import train_forest
+from streamflow_jobs.model.treewalk import LANES
 
 pytestmark = pytest.mark.unit
 

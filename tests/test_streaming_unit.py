@@ -258,15 +258,15 @@ def test_unreadable_state_is_rejected_not_raised() -> None:
 
 def test_gil_safe_walk_is_bit_identical_to_the_compiled_walk() -> None:
     from streamflow_jobs.flink.thread_mode import gil_safe_walk  # noqa: PLC0415
-    from streamflow_jobs.model import forest  # noqa: PLC0415
+    from streamflow_jobs.model import treewalk  # noqa: PLC0415
 
     scorer = ForestScorer.load()
     rows = np.random.default_rng(5).normal(size=(1001, len(scorer.features)))
     rows[::7] *= 40  # far outliers too
     x = rows.astype(np.float32)
     args = scorer._walk_args
-    compiled = forest._compiled_walk()
-    safe = gil_safe_walk(args[0].dtype)
+    compiled = treewalk.compiled_walk()
+    safe = gil_safe_walk(args[0].dtype, args[1].dtype)
     assert np.array_equal(safe(x, *args), compiled(x, *args))
     assert np.array_equal(safe(x[:1], *args), compiled(x[:1], *args))
 
@@ -341,7 +341,7 @@ def test_gil_safe_walk_scores_each_thread_its_own_row() -> None:
 
     scorer = ForestScorer.load()
     args = scorer._walk_args
-    safe = gil_safe_walk(args[0].dtype)
+    safe = gil_safe_walk(args[0].dtype, args[1].dtype)
     rows = np.random.default_rng(9).normal(size=(400, len(scorer.features))).astype(np.float32)
     rows[::5] *= 30
     expected = [float(safe(rows[i : i + 1], *args)[0]) for i in range(len(rows))]
@@ -365,7 +365,7 @@ def test_gil_safe_walk_scores_each_thread_its_own_row() -> None:
 
 def test_gil_safe_walk_of_the_boosted_trees_is_bit_identical() -> None:
     from streamflow_jobs.flink.thread_mode import gil_safe_walk  # noqa: PLC0415
-    from streamflow_jobs.model import boosting  # noqa: PLC0415
+    from streamflow_jobs.model import boosting, treewalk  # noqa: PLC0415
     from streamflow_jobs.model.features import MODEL_INPUTS  # noqa: PLC0415
     from streamflow_jobs.model.train import train_boosting  # noqa: PLC0415
 
@@ -377,8 +377,8 @@ def test_gil_safe_walk_of_the_boosted_trees_is_bit_identical() -> None:
     )
     args = scorer._walk_args
     rows = rng.normal(size=(501, len(MODEL_INPUTS))).astype(np.float32)
-    compiled = boosting._compiled_walk()
-    safe = gil_safe_walk(args[0].dtype, "boosting")
+    compiled = treewalk.compiled_walk()
+    safe = gil_safe_walk(args[0].dtype, args[1].dtype)
     assert np.array_equal(safe(rows, *args), compiled(rows, *args))
     assert np.array_equal(safe(rows[:1], *args), compiled(rows[:1], *args))
 

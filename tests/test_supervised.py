@@ -15,12 +15,13 @@ import pytest
 from streamflow_jobs.generator import Generator, GeneratorConfig
 from streamflow_jobs.labels import Labels, load_labels
 from streamflow_jobs.model.artifact import ModelArtifactError, payload_checksum, write_artifact
-from streamflow_jobs.model.boosting import LANES, BoostingScorer
+from streamflow_jobs.model.boosting import BoostingScorer
 from streamflow_jobs.model.evaluate import evaluate, stream_inputs
 from streamflow_jobs.model.features import FEATURE_NAMES, MODEL_INPUTS, SEVERITY_NAMES
 from streamflow_jobs.model.forest import SHIPPED_FOREST_PATH, ForestScorer
 from streamflow_jobs.model.loader import load_model, verify_model
 from streamflow_jobs.model.train import export_boosting, fit_boosting, train_boosting
+from streamflow_jobs.model.treewalk import LANES
 from streamflow_jobs.rules.config import BlacklistRule, RulesConfig
 
 pytestmark = pytest.mark.unit

@@ -9,12 +9,12 @@ gdb: ``pyobject_dtor`` -> ``PyGILState_Ensure`` -> ``take_gil``). It hits every 
 array arguments on any thread but the one that first started Python in the TaskManager, so
 every job restart in the same TaskManager, and any job with two Python operators.
 
-The fix calls the *same* ``forest._walk`` source, compiled by numba as a C callback
+The fix calls the *same* ``treewalk.walk`` source, compiled by numba as a C callback
 (``numba.cfunc``) over raw pointers: no Python object crosses into numba, so no destructor
 runs, and ctypes releases and retakes the GIL with the thread's own state. The sums are the same
 machine code's, so scores stay bit-identical to ``streamflow replay`` (a test checks it on the
-shipped model). The scorer's own arithmetic around the walk is untouched: this replaces only the
-module's cached compiled walk (``forest._WALK``), the scorer's private seam.
+shipped models). The scorers' own arithmetic around the walk is untouched: this replaces only the
+cached compiled walk (``treewalk._WALK``), the scorers' private seam.
 """
 
 from __future__ import annotations
@@ -26,52 +26,35 @@ from typing import Any
 
 import numpy as np
 
+from streamflow_jobs.model import treewalk
+
 _INSTALLED: dict[str, Any] = {}
 
 
-# The scorers whose compiled walk is replaced: module, and the threshold type of its nodes.
-_WALKS = {
-    "forest": ("streamflow_jobs.model.forest", "float32"),
-    "boosting": ("streamflow_jobs.model.boosting", "float64"),
-}
-
-
-def _build(feature_dtype: np.dtype[Any], kind: str = "forest") -> Any:
+def _build(feature_dtype: np.dtype[Any], threshold_dtype: np.dtype[Any]) -> Any:
     # numba's type hints are partial: it is used as an untyped module here.
     numba: Any = importlib.import_module("numba")
     carray, types = numba.carray, numba.types
-    module_name, threshold_type = _WALKS[kind]
-    inner = numba.njit(importlib.import_module(module_name)._walk)
+    inner = numba.njit(treewalk.walk)
     f32, f64, intp = types.float32, types.float64, types.intp
     ptr = types.CPointer
     signature = types.void(
         ptr(f32), intp, intp,  # rows (x), row count, feature count
         ptr(numba.from_dtype(feature_dtype)), intp,  # feature index per node
-        ptr(getattr(types, threshold_type)), intp,  # thresholds
+        ptr(numba.from_dtype(threshold_dtype)), intp,  # thresholds
         ptr(f64), intp,  # leaf values
         intp, intp,  # trees, depth
-        f64,  # the boosted trees' initial log-odds (the forest has none)
+        f64,  # the start value of each row's sum (the boosted trees' initial log-odds)
         ptr(f64),  # out: one sum per row
     )  # fmt: skip
 
-    if kind == "forest":
-
-        @numba.cfunc(signature, cache=True)
-        def walk_c(xp, rows, cols, fp, nf, tp, nt, lp, nl, n_trees, depth, init, outp):  # type: ignore[no-untyped-def]
-            out = carray(outp, (rows,))
-            sums = inner(carray(xp, (rows, cols)), carray(fp, (nf,)), carray(tp, (nt,)),
-                         carray(lp, (nl,)), n_trees, depth)  # fmt: skip
-            for i in range(rows):
-                out[i] = sums[i]
-    else:
-
-        @numba.cfunc(signature, cache=True)
-        def walk_c(xp, rows, cols, fp, nf, tp, nt, lp, nl, n_trees, depth, init, outp):  # type: ignore[no-untyped-def]
-            out = carray(outp, (rows,))
-            sums = inner(carray(xp, (rows, cols)), carray(fp, (nf,)), carray(tp, (nt,)),
-                         carray(lp, (nl,)), n_trees, depth, init)  # fmt: skip
-            for i in range(rows):
-                out[i] = sums[i]
+    @numba.cfunc(signature, cache=True)
+    def walk_c(xp, rows, cols, fp, nf, tp, nt, lp, nl, n_trees, depth, start, outp):  # type: ignore[no-untyped-def]
+        out = carray(outp, (rows,))
+        sums = inner(carray(xp, (rows, cols)), carray(fp, (nf,)), carray(tp, (nt,)),
+                     carray(lp, (nl,)), n_trees, depth, start)  # fmt: skip
+        for i in range(rows):
+            out[i] = sums[i]
 
     vp, size, double = ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_double
     prototype = ctypes.CFUNCTYPE(
@@ -86,12 +69,12 @@ def _address(array: np.ndarray[Any, Any]) -> int:
     return address
 
 
-def gil_safe_walk(feature_dtype: np.dtype[Any], kind: str = "forest") -> Any:
-    """A drop-in for ``forest._compiled_walk()``'s result (or, with ``kind="boosting"``,
-    ``boosting._compiled_walk()``'s) that never hands numba a Python object."""
-    key = f"{kind}:{np.dtype(feature_dtype).str}"
+def gil_safe_walk(feature_dtype: np.dtype[Any], threshold_dtype: np.dtype[Any]) -> Any:
+    """A drop-in for ``treewalk.compiled_walk()``'s result, for model arrays of these node
+    dtypes, that never hands numba a Python object."""
+    key = f"{np.dtype(feature_dtype).str}:{np.dtype(threshold_dtype).str}"
     if key not in _INSTALLED:
-        _INSTALLED[key] = _build(np.dtype(feature_dtype), kind)
+        _INSTALLED[key] = _build(np.dtype(feature_dtype), np.dtype(threshold_dtype))
     _, call = _INSTALLED[key]
     model: dict[int, tuple[tuple[int, ...], tuple[Any, ...]]] = {}
     # One row at a time is the streaming case: copy it into a buffer whose address is known
@@ -102,7 +85,7 @@ def gil_safe_walk(feature_dtype: np.dtype[Any], kind: str = "forest") -> Any:
 
     def walk(
         x: Any, feature: Any, threshold: Any, leaves: Any, n_trees: int, depth: int,
-        init: float = 0.0,
+        start: float,
     ) -> Any:  # fmt: skip
         x32 = np.ascontiguousarray(x, dtype=np.float32)
         if x32.ndim != 2:
@@ -130,10 +113,10 @@ def gil_safe_walk(feature_dtype: np.dtype[Any], kind: str = "forest") -> Any:
                 buffers = single[cols] = (x_buf, _address(x_buf), out_buf, _address(out_buf))
             x_buf, x_at, out_buf, out_at = buffers
             x_buf[0] = x32[0]
-            call(x_at, 1, cols, *pointers, n_trees, depth, init, out_at)
+            call(x_at, 1, cols, *pointers, n_trees, depth, start, out_at)
             return out_buf.copy()
         out = np.empty(rows, dtype=np.float64)
-        call(_address(x32), rows, cols, *pointers, n_trees, depth, init, _address(out))
+        call(_address(x32), rows, cols, *pointers, n_trees, depth, start, _address(out))
         return out
 
     return walk
@@ -142,23 +125,17 @@ def gil_safe_walk(feature_dtype: np.dtype[Any], kind: str = "forest") -> Any:
 def install_gil_safe_walk() -> None:
     """Make both scorers (forest and boosted trees) use :func:`gil_safe_walk` in this process
     (idempotent)."""
-    from streamflow_jobs.model import boosting, forest  # noqa: PLC0415
+    current = treewalk._WALK[0] if treewalk._WALK else None
+    if getattr(current, "gil_safe", False):
+        return
+    by_dtype: dict[tuple[str, str], Any] = {}  # compiled on first use per pair of node dtypes
 
-    for kind, module in (("forest", forest), ("boosting", boosting)):
-        current = module._WALK[0] if module._WALK else None
-        if getattr(current, "gil_safe", False):
-            continue
-        module._WALK[:] = [_dispatch(kind)]
-
-
-def _dispatch(kind: str) -> Any:
-    by_dtype: dict[str, Any] = {}  # compiled on first use per node-feature dtype
-
-    def walk(x: Any, feature: Any, *rest: Any) -> Any:
-        typed = by_dtype.get(feature.dtype.str)
+    def walk(x: Any, feature: Any, threshold: Any, *rest: Any) -> Any:
+        key = (feature.dtype.str, threshold.dtype.str)
+        typed = by_dtype.get(key)
         if typed is None:
-            typed = by_dtype[feature.dtype.str] = gil_safe_walk(feature.dtype, kind)
-        return typed(x, feature, *rest)
+            typed = by_dtype[key] = gil_safe_walk(feature.dtype, threshold.dtype)
+        return typed(x, feature, threshold, *rest)
 
     walk.gil_safe = True  # type: ignore[attr-defined]
-    return walk
+    treewalk._WALK[:] = [walk]

@@ -46,6 +46,7 @@ from streamflow_jobs.model.artifact import (
 )
 from streamflow_jobs.model.explain import PathTrees, ranked
 from streamflow_jobs.model.features import MODEL_INPUTS
+from streamflow_jobs.model.treewalk import compiled_walk
 
 FORMAT = "streamflow.gradient-boosting"
 FORMAT_VERSION = 1
@@ -277,7 +278,7 @@ class BoostingScorer:
                 stack.append((int(tree.children_right[node]), 2 * slot + 2, level + 1))
         self.depth = depth
         self.n_trees = n
-        # What the compiled walk takes after the rows (see _walk).
+        # What the compiled walk takes after the rows (treewalk.walk, from the initial log-odds).
         self._walk_args = (feature.ravel(), threshold.ravel(), leaves.ravel(), n, depth, self.init)
 
     # ---- scoring --------------------------------------------------------------------------
@@ -290,7 +291,7 @@ class BoostingScorer:
     def raw_scores(self, x: npt.ArrayLike) -> F64:
         """The log-odds of each row: scikit-learn's ``decision_function``."""
         x32 = self._check(x)
-        walk = _compiled_walk()
+        walk = compiled_walk()
         if walk is None:  # pragma: no cover - numba is a dependency
             return np.array([self.raw_score_python(r) for r in x32.tolist()], dtype=np.float64)
         return walk(x32, *self._walk_args)  # type: ignore[no-any-return]
@@ -298,7 +299,7 @@ class BoostingScorer:
     def raw_score_one(self, row: Sequence[float]) -> float:
         """One row's log-odds, for per-event callers (the Flink job): the same compiled walk
         as the batch, without its checks."""
-        walk = _compiled_walk()
+        walk = compiled_walk()
         if walk is None or len(row) != len(self.features):
             return float(self.raw_scores(np.array([row], dtype=np.float64))[0])
         return float(walk(np.array([row], dtype=np.float32), *self._walk_args)[0])
@@ -335,60 +336,6 @@ class BoostingScorer:
         ``raw_score_one(row) - base_value`` (to rounding)."""
         x = np.array(row, dtype=np.float32).tolist()  # compared as the walk compares them
         return ranked(self.features, self._paths.contributions(x, len(self.features)))
-
-
-# Rows walked side by side through one tree (see forest.LANES): independent node chains overlap.
-LANES = 8
-
-
-def _walk(
-    x: Any, feature: Any, threshold: Any, leaves: Any, n_trees: int, depth: int, init: float
-) -> Any:
-    """Log-odds per row: ``init`` plus each tree's (learning-rate-scaled) leaf, added in tree
-    order as scikit-learn adds them. Compiled by numba. Tree-major with LANES rows
-    interleaved, as forest._walk (see there for why). A float32 x against a float64 threshold
-    compares exactly, as in scikit-learn."""
-    inner = 2**depth - 1
-    width = 2**depth
-    rows = x.shape[0]
-    out = np.full(rows, init, dtype=np.float64)
-    nodes = np.zeros(LANES, dtype=np.intp)
-    for t in range(n_trees):
-        f = feature[t * inner : (t + 1) * inner]
-        th = threshold[t * inner : (t + 1) * inner]
-        leaf = leaves[t * width : (t + 1) * width]
-        r = 0
-        while r + LANES <= rows:
-            nodes[:] = 0
-            for _ in range(depth):
-                for i in range(LANES):
-                    n = nodes[i]
-                    nodes[i] = 2 * n + 1 + (x[r + i, f[n]] > th[n])
-            for i in range(LANES):
-                out[r + i] += leaf[nodes[i] - inner]
-            r += LANES
-        for row in range(r, rows):  # the last rows, one at a time
-            n = 0
-            for _ in range(depth):
-                n = 2 * n + 1 + (x[row, f[n]] > th[n])
-            out[row] += leaf[n - inner]
-    return out
-
-
-_WALK: list[Any] = []
-
-
-def _compiled_walk() -> Any:
-    """numba's compiled _walk, imported on first use (the operator verifies models without it).
-    Compiled from a module-level function, so numba caches the machine code on disk."""
-    if not _WALK:
-        try:
-            import numba  # noqa: PLC0415
-        except ImportError:  # pragma: no cover - numba is a dependency
-            _WALK.append(None)
-        else:
-            _WALK.append(numba.njit(cache=True, nogil=True)(_walk))
-    return _WALK[0]
 
 
 def _tree_depth(left: npt.NDArray[np.int64], right: npt.NDArray[np.int64]) -> int:

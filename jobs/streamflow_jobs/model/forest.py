@@ -41,6 +41,7 @@ from streamflow_jobs.model.artifact import (
     write_artifact,
 )
 from streamflow_jobs.model.explain import PathTrees, ranked
+from streamflow_jobs.model.treewalk import compiled_walk
 
 __all__ = [
     "DEFAULT_MODEL_PATH",
@@ -263,14 +264,14 @@ class ForestScorer:
         self._leaves = leaves.ravel()
         self._tree_base = (np.arange(n, dtype=np.intp) * inner)[None, :]
         self._leaf_base = (np.arange(n, dtype=np.intp) * 2**depth - inner)[None, :]
-        # What the compiled walk takes after the rows (see _walk).
-        self._walk_args = (self._feature, self._threshold, self._leaves, n, depth)
+        # What the compiled walk takes after the rows (treewalk.walk; a sum of depths starts at 0).
+        self._walk_args = (self._feature, self._threshold, self._leaves, n, depth, 0.0)
 
     # ---- scoring --------------------------------------------------------------------------
     def raw_scores(self, x: npt.ArrayLike) -> F64:
         """The anomaly score in (0, 1]: exactly ``-IsolationForest.score_samples(x)``."""
         x32 = self._check(x)
-        walk = _compiled_walk()
+        walk = compiled_walk()
         if walk is not None:
             return self._anomaly(walk(x32, *self._walk_args))
         return self.raw_scores_numpy(x32)
@@ -312,7 +313,7 @@ class ForestScorer:
     def raw_score_one(self, row: Sequence[float]) -> float:
         """One row, for per-event callers (the Flink job): the same compiled walk, without the
         batch path's array checks and arithmetic (~8 us instead of ~14 us per call)."""
-        walk = _compiled_walk()
+        walk = compiled_walk()
         if walk is None or len(row) != len(self.features):
             return float(self.raw_scores(np.array([row], dtype=np.float64))[0])
         x32 = np.array([row], dtype=np.float32)
@@ -355,7 +356,7 @@ class ForestScorer:
     def scores(self, x: npt.ArrayLike) -> list[float]:
         """Calibrated ML scores in [0, 1] for a batch of feature rows: per row exactly
         ``calibrate_one(raw_score_one(row))``, in one pass over the walk's depths."""
-        walk = _compiled_walk()
+        walk = compiled_walk()
         if walk is None:
             return self.calibrate(self.raw_scores(x)).tolist()  # type: ignore[no-any-return]
         den, low, span = self._denominator, self._cal_low, self._cal_span
@@ -366,63 +367,6 @@ class ForestScorer:
                 for d in walk(self._check(x), *self._walk_args).tolist()
             ]
         ]
-
-
-# Rows walked side by side through one tree: their node chains are independent, so the CPU
-# overlaps their loads instead of waiting on one chain at a time.
-LANES = 8
-
-
-def _walk(x: Any, feature: Any, threshold: Any, leaves: Any, n_trees: int, depth: int) -> Any:
-    """Sum of leaf values per row, compiled by numba (~2 us per row for 100 trees of depth 10,
-    against ~11 us for the vectorised numpy walk).
-
-    Tree-major: one tree's nodes (~13 KB) stay in L1 while every row walks it; row-major order
-    chased pointers across the whole forest and was memory-latency bound. Within a tree, LANES
-    rows advance level by level together: one row's walk is a chain of dependent loads (~5 us
-    per row walked alone), several interleaved chains keep the load units busy. Trees are summed
-    in order per row, as scikit-learn does, so the result is bit-identical."""
-    inner = 2**depth - 1
-    width = 2**depth
-    rows = x.shape[0]
-    out = np.zeros(rows, dtype=np.float64)
-    nodes = np.zeros(LANES, dtype=np.intp)
-    for t in range(n_trees):
-        f = feature[t * inner : (t + 1) * inner]
-        th = threshold[t * inner : (t + 1) * inner]
-        leaf = leaves[t * width : (t + 1) * width]
-        r = 0
-        while r + LANES <= rows:
-            nodes[:] = 0
-            for _ in range(depth):
-                for i in range(LANES):
-                    n = nodes[i]
-                    nodes[i] = 2 * n + 1 + (x[r + i, f[n]] > th[n])
-            for i in range(LANES):
-                out[r + i] += leaf[nodes[i] - inner]
-            r += LANES
-        for row in range(r, rows):  # the last rows, one at a time
-            n = 0
-            for _ in range(depth):
-                n = 2 * n + 1 + (x[row, f[n]] > th[n])
-            out[row] += leaf[n - inner]
-    return out
-
-
-_WALK: list[Any] = []
-
-
-def _compiled_walk() -> Any:
-    """numba's compiled _walk, imported on first use (the operator verifies models without it).
-    Compiled from a module-level function, so numba caches the machine code on disk."""
-    if not _WALK:
-        try:
-            import numba  # noqa: PLC0415
-        except ImportError:  # pragma: no cover - numba is a dependency; numpy still scores
-            _WALK.append(None)
-        else:
-            _WALK.append(numba.njit(cache=True, nogil=True)(_walk))
-    return _WALK[0]
 
 
 def verify_artifact(raw: bytes, source: str = "model") -> ForestArtifact:
