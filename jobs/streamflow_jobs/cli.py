@@ -27,6 +27,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from streamflow_jobs.cli_options import ShadowModel, ShadowRules
+
 app = typer.Typer(
     help="StreamFlow: real-time fraud detection. Data tools for the detector core.",
     no_args_is_help=True,
@@ -349,12 +351,8 @@ def replay(
     no_model: Annotated[bool, typer.Option("--no-model", help="Rules only (no FR-006)")] = False,
     labels: Annotated[Path | None, typer.Option(help="Labels: adds quality metrics")] = None,
     summary: Annotated[Path | None, typer.Option(help="Write the summary as JSON here")] = None,
-    shadow_rules: Annotated[
-        Path | None, typer.Option(help="A challenger's rules, run in shadow (default: --rules)")
-    ] = None,
-    shadow_model: Annotated[
-        Path | None, typer.Option(help="A challenger's model, run in shadow (default: --model)")
-    ] = None,
+    shadow_rules: ShadowRules = None,
+    shadow_model: ShadowModel = None,
 ) -> None:
     """Replay events through the detector, in file order, exactly as the stream job.
 

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from streamflow_jobs.cli_options import ShadowModel, ShadowRules
+
 console = Console(stderr=True)
 infra_app = typer.Typer(
     help="The local Kafka broker, PostgreSQL and Flink cluster (state under .infra/).",
@@ -102,12 +104,8 @@ def live(
         float | None,
         typer.Option(min=1, help="Produce at this many events/s (default: as fast as possible)"),
     ] = None,
-    shadow_rules: Annotated[
-        Path | None, typer.Option(help="A challenger's rules, run in shadow (default: --rules)")
-    ] = None,
-    shadow_model: Annotated[
-        Path | None, typer.Option(help="A challenger's model, run in shadow (default: --model)")
-    ] = None,
+    shadow_rules: ShadowRules = None,
+    shadow_model: ShadowModel = None,
     shadow_output: Annotated[
         Path | None,
         typer.Option(help="The challenger's verdicts where either side alerted (JSON lines)"),
