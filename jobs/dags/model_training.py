@@ -1,8 +1,9 @@
 """model_training: recent history from the warehouse (silver's transactions + the confirmed
-verdicts) -> `streamflow train` -> a backtest of the candidate against the live model on the
-most recent days -> the candidate registered (artifact, metrics, checksum in
-ml.model_candidates) only if it is not worse. Promotion is a human change of the FraudPipeline's
-`model` section (docs/runbook.md). Wiring only: streamflow_jobs.warehouse.training."""
+verdicts, the rest counted legitimate) -> `streamflow train --labels` -> a backtest of the
+candidate against the live model on the most recent days -> the candidate registered (artifact,
+metrics, checksum in ml.model_candidates) only if it is not worse. Promotion is a human change
+of the FraudPipeline's `model` section (docs/runbook.md). Wiring only:
+streamflow_jobs.warehouse.training."""
 
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ with DAG(
             "train_rows": out.train_rows,
             "holdout_rows": out.holdout_rows,
             "labelled": out.labelled,
+            "fraud": out.fraud,
             "window": list(out.window),
         }
 
@@ -75,9 +77,15 @@ with DAG(
         p = params or {}
         if int(history["train_rows"]) < 2:
             raise AirflowSkipException("fewer than two transactions before the backtest window")
+        if not int(history.get("fraud", 0)):
+            raise AirflowSkipException("no confirmed fraud in the history: nothing to learn from")
         artifact = Path(str(history["train"])).with_name("candidate.json")
         doc = train_candidate(
-            Path(str(history["train"])), artifact, int(p["seed"]), _opt(p["rules"])
+            Path(str(history["train"])),
+            Path(str(history["labels"])),
+            artifact,
+            int(p["seed"]),
+            _opt(p["rules"]),
         )
         return {"artifact": str(artifact), "model_version": doc["model_version"]}
 
@@ -121,6 +129,7 @@ with DAG(
                 "train_rows": history["train_rows"],
                 "holdout_rows": history["holdout_rows"],
                 "labelled": history["labelled"],
+                "fraud": history.get("fraud", 0),
                 "verdict": verdict["reason"],
             },
         )

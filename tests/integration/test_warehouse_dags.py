@@ -133,8 +133,12 @@ def test_model_training_dag_registers_a_candidate_with_its_backtest(
 ) -> None:
     bronze = Bronze(warehouse)
     bronze.write(bronze.transaction_rows(world.events), bronze.alert_rows(world.alerts))
+    # Verdicts as production has them: the confirmed fraud and a few cleared alerts; every
+    # other transaction carries none (and counts as legitimate for training).
     labels = tmp_path / "labels.jsonl"
-    labels.write_bytes(b"".join(orjson.dumps(e.label) + b"\n" for e in world.events))
+    confirmed = [e.label for e in world.events if e.label["is_fraud"]]
+    confirmed += [e.label for e in world.events if not e.label["is_fraud"]][:25]
+    labels.write_bytes(b"".join(orjson.dumps(label) + b"\n" for label in confirmed))
     import_feedback(warehouse, labels)
     assert build(warehouse).ok
     states = run(
@@ -151,5 +155,10 @@ def test_model_training_dag_registers_a_candidate_with_its_backtest(
         " FROM ml.model_candidates",
     )
     assert artifact["model_version"] == version and artifact["checksum"] == checksum
+    # The shipped default's kind, trained on every exported transaction before the holdout.
+    assert artifact["format"] == "streamflow.gradient-boosting"
+    assert artifact["training"]["unlabelled_rows"] == 0
+    assert 0 < artifact["training"]["fraud_rows"] < artifact["training"]["rows"]
     assert metrics["fraud"] == baseline["fraud"] > 0
     assert 0 <= metrics["average_precision"] <= 1
+    assert metrics["alerts"] >= 0 and "config" not in metrics  # one backtest pass, both sides
