@@ -18,7 +18,9 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/pyproject.toml" | head -1)
 suite=${DEBIAN_SUITE:-bookworm}
 local_base="localhost/streamflow/debian:$suite"
 base=${BASE:-$local_base}
-registry=${IMAGE_REGISTRY:-localhost/streamflow}
+# The references the chart and the sample FraudPipeline use (ghcr.io/streamflow/<image>:<version>);
+# built here they are local tags only: nothing is pushed.
+registry=${IMAGE_REGISTRY:-ghcr.io/streamflow}
 context="$root/build/images"
 log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 

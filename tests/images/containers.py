@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PODMAN = ROOT / "config" / "images" / "podman.sh"
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-REGISTRY = "localhost/streamflow"
+REGISTRY = "ghcr.io/streamflow"  # config/images/build.sh tags ghcr.io/streamflow/<name>:<version>
 # The images' users (config/images/*.Containerfile).
 UIDS = {"operator": 10001, "jobs": 9999, "airflow": 50000}
 
