@@ -88,3 +88,14 @@ def readable_by(path: Path, image_name: str) -> Path:
     os.chown(path, UIDS[image_name], UIDS[image_name])
     path.chmod(0o600)
     return path
+
+
+def failure(name: str) -> str:
+    """Why a container stopped: its errors and causes (first 20 such lines), then its tail."""
+    text = logs(name)
+    causes = [
+        line
+        for line in text.splitlines()
+        if line.startswith("Caused by") or " ERROR " in line or "Error:" in line
+    ]
+    return "\n".join(causes[:20]) + "\n...\n" + text[-1500:]
