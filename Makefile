@@ -188,3 +188,7 @@ wheel: jobs/streamflow_jobs/.compiled  ## the platform wheel with the compiled h
 IMAGES ?= operator jobs airflow
 images: wheel  ## build the container images (podman): operator, jobs, airflow
 	config/images/build.sh $(IMAGES)
+
+.PHONY: bench-images
+bench-images: wheel  ## cold and warm `make images` times and the image sizes; docs/benchmarks.md
+	$(UV) run python -m tests.images.bench

@@ -78,7 +78,9 @@ fi
 build_image() {
   local name=$1
   log "$registry/$name:$version (base $base)"
+  # NO_CACHE=1: every layer rebuilt (`make bench-images` measures a cold build with it).
   "$podman" build --network host --layers --format docker "${ca_args[@]}" \
+    ${NO_CACHE:+--no-cache} \
     --build-arg "BASE=$base" --build-arg "VERSION=$version" --build-arg "FLINK_VERSION=$FLINK_VERSION" \
     -f "$context/$name.Containerfile" -t "$registry/$name:$version" "$context"
 }

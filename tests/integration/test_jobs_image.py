@@ -140,8 +140,9 @@ def test_the_jobs_image_runs_the_rendered_fraud_detector(
     )
     program = [*argv[:module_at], *args.to_argv()]
 
-    ports = {k: free_port() for k in ("rest", "rpc", "blob", "tm_rpc", "tm_data", "jm_prom",
-                                       "tm_prom")}  # fmt: skip
+    ports = {
+        k: free_port() for k in ("rest", "rpc", "blob", "tm_rpc", "tm_data", "jm_prom", "tm_prom")
+    }
     # As the Flink operator does: the distribution's default configuration (Java 17's
     # --add-opens among it), then the FlinkDeployment's flinkConfiguration, then this host's.
     base = flat(yaml.safe_load((FLINK_CONF / "config.yaml").read_text()))
@@ -202,15 +203,20 @@ def test_the_jobs_image_runs_the_rendered_fraud_detector(
 
         wait_for(job_running, timeout=240, interval=1, what="the fraud-detector RUNNING")
         produce(kafka_bootstrap, args.transactions_topic, lines)
-        detector = Detector(RulesConfig.from_yaml(rules / "rules.yaml"), load_model(model /
-                            "model.json"))  # fmt: skip
+        detector = Detector(
+            RulesConfig.from_yaml(rules / "rules.yaml"), load_model(model / "model.json")
+        )
         expected = by_id(reference(lines, [(0, detector)]))
         assert expected, "the generated events raise alerts"
 
         def caught_up() -> bool:
             alive()
-            return committed_lag(kafka_bootstrap, args.group("fraud-detector"),
-                                 args.transactions_topic) == 0  # fmt: skip
+            return (
+                committed_lag(
+                    kafka_bootstrap, args.group("fraud-detector"), args.transactions_topic
+                )
+                == 0
+            )
 
         wait_for(caught_up, timeout=240, interval=1, what="the job's offsets past every event")
         wait_for(
