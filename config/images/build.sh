@@ -33,7 +33,10 @@ build_base() {
   mirror=$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
     sed -n 's/^URIs: *//p;s/^deb \(http[^ ]*\) .*/\1/p' | grep -m1 '/debian$' || true)
   mirror=${mirror:-http://deb.debian.org/debian}
-  debootstrap --variant=minbase "$suite" "$dir" "$mirror" >"$dir.log" 2>&1 ||
+  # Debian's keyring named explicitly: on another distribution (e.g. Ubuntu CI runners)
+  # debootstrap would not trust Debian's Release files by default.
+  debootstrap --variant=minbase --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
+    "$suite" "$dir" "$mirror" >"$dir.log" 2>&1 ||
     { tail -20 "$dir.log" >&2; exit 1; }
   cat >"$dir/etc/apt/sources.list" <<SOURCES
 deb $mirror $suite main
