@@ -2,7 +2,7 @@
 it: the renderer's entry class, jar and ``-pym`` arguments, the rules and model at the mount
 paths of its pod template, the database from the same environment variable; a JobManager and a
 TaskManager container of that image, against the session's Kafka and PostgreSQL. The alerts
-are exactly those of the core's own per-event loop.
+(on the alerts topic and in bronze) are exactly those of the core's own per-event loop.
 
 What differs from a cluster, and why: the Flink Kubernetes Operator's native deployment becomes
 Flink's standalone application mode (the same PythonDriver program in the JobManager, no
@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
 
@@ -74,6 +75,17 @@ def flink_conf(directory: Path, base: dict[str, Any], prom: int) -> Path:
     log4j = (FLINK_CONF / "log4j-console.properties").read_text()
     (directory / "log4j-console.properties").write_text(log4j)
     return directory
+
+
+def bronze_alerts(dsn: str, topic: str) -> tuple[int, int]:
+    """(distinct transactions, rows) of bronze.fraud_alerts from ``topic``."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(DISTINCT transaction_id), count(*) FROM bronze.fraud_alerts"
+            " WHERE kafka_topic = %s",
+            (topic,),
+        ).fetchone()
+    return (row[0], row[1]) if row else (0, 0)
 
 
 def fetch(url: str) -> str:
@@ -224,6 +236,13 @@ def test_the_jobs_image_runs_the_rendered_fraud_detector(
             timeout=60,
             interval=1,
             what="the alerts",
+        )
+        # ... and into bronze through the image's JDBC connector and PostgreSQL driver.
+        wait_for(
+            lambda: bronze_alerts(dsn, args.transactions_topic) == (len(expected),) * 2,
+            timeout=60,
+            interval=1,
+            what="the alerts in bronze.fraud_alerts",
         )
         # Flink's Prometheus reporter (the plugin the image ships) serves the JobManager's.
         scraped = fetch(f"http://127.0.0.1:{ports['jm_prom']}/metrics")
