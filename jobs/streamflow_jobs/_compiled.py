@@ -4,16 +4,23 @@
 the SHA-256 of each source here (``_compiled.json``). At import, :func:`check` compares the
 recorded hashes with the sources: if a source changed since, its stale extension module is
 refused with a clear message (run ``make compile``) instead of silently running old logic.
+
+Where the compiled path is required (the container images set ``STREAMFLOW_REQUIRE_COMPILED=1``),
+a missing build is refused too: every recorded source must have its extension module, so an
+image can never fall back to the ~2.7x slower interpreted path without anyone noticing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 MANIFEST = PACKAGE / "_compiled.json"
+REQUIRE_ENV = "STREAMFLOW_REQUIRE_COMPILED"
 
 
 def _digest(path: Path) -> str:
@@ -33,6 +40,25 @@ def check() -> None:
             raise ImportError(
                 f"{built.name} was not compiled from the current {relative}: "
                 "run `make compile` (or `make clean` to use the interpreted code)"
+            )
+    if os.environ.get(REQUIRE_ENV) == "1":
+        _require(recorded)
+
+
+def _require(recorded: dict[str, str]) -> None:
+    """Every recorded source has its compiled module (and something was recorded at all)."""
+    if not recorded:
+        raise ImportError(
+            f"{REQUIRE_ENV}=1 but {MANIFEST.name} is missing: this install carries no compiled "
+            "hot path (build the wheel after `make compile`: `make wheel`)"
+        )
+    for relative in sorted(recorded):
+        source = PACKAGE.parent / relative
+        stem = source.with_suffix("")
+        if not any(stem.with_name(stem.name + s).exists() for s in EXTENSION_SUFFIXES):
+            raise ImportError(
+                f"{REQUIRE_ENV}=1 but {relative} has no compiled module: this install would run "
+                "the interpreted path (build the wheel after `make compile`: `make wheel`)"
             )
 
 
