@@ -412,3 +412,18 @@ def test_the_state_cache_round_trips_every_byte_and_writes_through() -> None:
     cache.put("C1", data)
     assert context.backing.stored is not None  # written through to Flink's state
     assert cache.get("C1") == data and context.backing.reads == 1  # served by the copy
+
+
+def test_a_kafka_cluster_id_never_starts_with_a_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The storage tool would read "-..." as an option (seen once in a test run)."""
+    import uuid  # noqa: PLC0415
+
+    from streamflow_jobs import infra  # noqa: PLC0415
+
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + b"\x01" * 15), uuid.UUID(bytes=b"\x10" * 16)])
+    monkeypatch.setattr(infra.uuid, "uuid4", lambda: next(drawn))
+    cluster_id = infra._kafka_cluster_id(tmp_path)
+    assert len(cluster_id) == 22 and not cluster_id.startswith("-")
+    assert infra._kafka_cluster_id(tmp_path) == cluster_id  # kept for the next start

@@ -346,10 +346,14 @@ def start_kafka(
 def _kafka_cluster_id(base: Path) -> str:
     path = base / "cluster.id"
     if not path.is_file():
-        # KRaft wants a base64 UUID of 22 characters.
+        # KRaft wants a base64 UUID of 22 characters. One starting with "-" would be read as an
+        # option by the storage tool: drawn again, as Kafka's own Uuid.randomUuid() does.
         import base64  # noqa: PLC0415
 
-        path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22], "utf-8")
+        cluster_id = "-"
+        while cluster_id.startswith("-"):
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
+        path.write_text(cluster_id, "utf-8")
     return path.read_text("utf-8").strip()
 
 
