@@ -382,3 +382,16 @@ def test_invalid_spec_is_reported_with_its_path() -> None:
 def test_model_too_large_is_refused_before_apply() -> None:
     with pytest.raises(ValueError, match="limit"):
         verify_model(b"x" * (MAX_MODEL_BYTES + 1), "ConfigMap ns/m", None)
+
+
+def test_every_job_serves_its_metrics_to_prometheus() -> None:
+    """Flink's Prometheus reporter on every FlinkDeployment, its port named for a PodMonitor
+    (config/monitoring/podmonitors.yaml scrapes port `metrics`)."""
+    for fd in flink(SAMPLE["spec"]).values():
+        conf = fd["spec"]["flinkConfiguration"]
+        assert conf["metrics.reporter.prom.factory.class"] == (
+            "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+        )
+        assert conf["metrics.reporter.prom.port"] == "9249"
+        (container,) = fd["spec"]["podTemplate"]["spec"]["containers"]
+        assert {"name": "metrics", "containerPort": 9249, "protocol": "TCP"} in container["ports"]
