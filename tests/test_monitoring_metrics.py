@@ -1,0 +1,68 @@
+"""The metrics code behind the dashboards and alerts (config/monitoring/): no cluster."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from streamflow_jobs.flink.fraud_detector import (
+    LATENCY_BUCKETS_MS,
+    LATENCY_COUNTERS,
+    LatencyBuckets,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def flushed(samples: list[int]) -> Counter[str]:
+    totals: Counter[str] = Counter()
+
+    def counter(name: str):  # type: ignore[no-untyped-def]
+        return lambda n: totals.update({name: n})
+
+    buckets = LatencyBuckets()
+    for ms in samples:
+        buckets.observe(ms)
+    buckets.flush({name: counter(name) for name in LATENCY_COUNTERS})
+    return totals
+
+
+def test_latency_buckets_are_cumulative_and_bounds_inclusive() -> None:
+    totals = flushed([0, 10, 11, 99, 100, 101, 600, 10_000, 10_001, 86_400_000])
+    assert totals == {
+        "decision_latency_le_10": 2,
+        "decision_latency_le_25": 3,
+        "decision_latency_le_50": 3,
+        "decision_latency_le_100": 5,
+        "decision_latency_le_250": 6,
+        "decision_latency_le_500": 6,
+        "decision_latency_le_1000": 7,
+        "decision_latency_le_2500": 7,
+        "decision_latency_le_5000": 7,
+        "decision_latency_le_10000": 8,  # the two slower ones only in decision_latency_samples
+    }
+
+
+def test_a_flush_hands_over_each_sample_once() -> None:
+    buckets = LatencyBuckets()
+    seen: Counter[str] = Counter()
+    count = {n: (lambda n_, name=n: seen.update({name: n_})) for n in LATENCY_COUNTERS}
+    buckets.observe(30)
+    buckets.flush(count)
+    buckets.flush(count)  # nothing new: no call
+    buckets.observe(3000)
+    buckets.flush(count)
+    assert seen["decision_latency_le_50"] == 1
+    assert seen["decision_latency_le_5000"] == 2
+    assert seen["decision_latency_le_10"] == 0
+
+
+def test_p99_from_the_buckets_is_the_first_bound_holding_99_percent() -> None:
+    """What the p99 alert computes: 990 fast decisions and 10 slow ones put p99 at the fast
+    bucket; one more slow decision moves it to the slow one."""
+    fast, slow = 40, 700
+    for n_slow, p99 in ((10, 50), (11, 1000)):
+        totals = flushed([fast] * (1000 - n_slow) + [slow] * n_slow)
+        share = {b: totals[f"decision_latency_le_{b}"] / 1000 for b in LATENCY_BUCKETS_MS}
+        assert min(b for b in LATENCY_BUCKETS_MS if share[b] >= 0.99) == p99
