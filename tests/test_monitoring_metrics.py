@@ -66,3 +66,53 @@ def test_p99_from_the_buckets_is_the_first_bound_holding_99_percent() -> None:
         totals = flushed([fast] * (1000 - n_slow) + [slow] * n_slow)
         share = {b: totals[f"decision_latency_le_{b}"] / 1000 for b in LATENCY_BUCKETS_MS}
         assert min(b for b in LATENCY_BUCKETS_MS if share[b] >= 0.99) == p99
+
+
+def test_the_live_models_age_comes_from_its_published_copy() -> None:
+    from prometheus_client import REGISTRY  # noqa: PLC0415
+
+    from streamflow_operator import metrics  # noqa: PLC0415
+
+    def value(version: str) -> float | None:
+        return REGISTRY.get_sample_value(
+            "streamflow_model_live_since_timestamp_seconds",
+            {"namespace": "ns", "pipeline": "p", "model_version": version},
+        )
+
+    children = [
+        {"kind": "ConfigMap", "metadata": {"name": "p-rules-1", "creationTimestamp": "x"}},
+        {
+            "kind": "ConfigMap",
+            "metadata": {"name": "p-model-a", "creationTimestamp": "2026-11-01T10:00:00Z"},
+        },
+    ]
+    since = metrics.live_since(children, "p-model-a")
+    assert since == 1793527200.0
+    assert metrics.live_since(children, "p-model-b") is None
+    metrics.record_model("ns", "p", "m1", since)
+    assert value("m1") == since
+    metrics.record_model("ns", "p", "m1", None)  # the copy not seen this pass: kept
+    assert value("m1") == since
+    metrics.record_model("ns", "p", "m2", since + 60)  # a new model: one series
+    assert (value("m1"), value("m2")) == (None, since + 60)
+    metrics.record_model("ns", "p", None, None)  # pipeline deleted
+    assert value("m2") is None
+
+
+def test_the_metrics_configmap_counts_for_the_database_not_the_model() -> None:
+    from streamflow_operator.render import PublishedModel  # noqa: PLC0415
+    from streamflow_operator.status import ModelInfo, Observation, build_status  # noqa: PLC0415
+
+    def cm(name: str) -> dict[str, object]:
+        return {"kind": "ConfigMap", "metadata": {"name": name, "namespace": "ns"}}
+
+    obs = Observation(
+        spec=None,
+        model=ModelInfo(PublishedModel("p-model-a", "m1", "sha256:a")),
+        children=[cm("p-model-a"), cm("p-pg-monitoring")],
+        deleting=["x"],
+    )
+    status, _ = build_status(obs, {}, 1, now="2026-01-01T00:00:00Z")
+    by_type = {c["type"]: c for c in status["conditions"]}
+    assert by_type["ModelReady"]["message"] == "1 ready"
+    assert by_type["DatabaseReady"]["message"] == "1 ready"
