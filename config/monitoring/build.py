@@ -24,7 +24,7 @@ PROMETHEUS_RULE = HERE / "prometheusrule.yaml"
 DASHBOARDS = HERE / "dashboards"
 FLINK = "flink_taskmanager_job_task_operator_streamflow_"
 NS = 'namespace=~"$namespace"'
-FD = f'{NS}, job_name="streamflow-fraud-detector"'
+FD = f'{NS}, job_name="streamflow_fraud_detector"'
 TXNS = 'table_name="transactions"'
 
 
