@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from streamflow_jobs.flink.fraud_detector import (
     LATENCY_BUCKETS_MS,
     LATENCY_COUNTERS,
     LatencyBuckets,
 )
+from streamflow_operator.reconcile import parse_spec
+from streamflow_operator.render import Meta, PublishedModel, render_all
+from tests.specs import merge
 
 pytestmark = pytest.mark.unit
+SAMPLE = yaml.safe_load(
+    (Path(__file__).resolve().parents[1] / "config/samples/fraudpipeline.yaml").read_text()
+)
+META = Meta("payments", "fraud", uid="u-1", model=PublishedModel("payments-model-0", "m1", "c"))
+
+
+def flink_deployments(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in render_all(parse_spec(spec), META) if c["kind"] == "FlinkDeployment"]
 
 
 def flushed(samples: list[int]) -> Counter[str]:
@@ -116,3 +130,36 @@ def test_the_metrics_configmap_counts_for_the_database_not_the_model() -> None:
     by_type = {c["type"]: c for c in status["conditions"]}
     assert by_type["ModelReady"]["message"] == "1 ready"
     assert by_type["DatabaseReady"]["message"] == "1 ready"
+
+
+def test_every_job_serves_its_metrics_to_prometheus() -> None:
+    """Flink's Prometheus reporter on every FlinkDeployment, its port named for a PodMonitor
+    (config/monitoring/podmonitors.yaml scrapes port `metrics`)."""
+    for fd in flink_deployments(SAMPLE["spec"]):
+        conf = fd["spec"]["flinkConfiguration"]
+        assert conf["metrics.reporter.prom.factory.class"] == (
+            "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+        )
+        assert conf["metrics.reporter.prom.port"] == "9249"
+        (container,) = fd["spec"]["podTemplate"]["spec"]["containers"]
+        assert {"name": "metrics", "containerPort": 9249, "protocol": "TCP"} in container["ports"]
+
+
+def test_the_cluster_exports_the_warehouse_freshness() -> None:
+    """CNPG's exporter runs our custom queries on the warehouse's database (ADR 0044); a
+    referenced Cluster gets the ConfigMap too, for its owner to name (docs/runbook.md)."""
+    for create in (True, False):
+        spec = merge(SAMPLE["spec"], {"postgres": {"create": create}})
+        children = render_all(parse_spec(spec), META)
+        (queries,) = [c for c in children if c["metadata"]["name"] == "payments-pg-monitoring"]
+        assert queries["metadata"]["labels"]["cnpg.io/reload"] == ""
+        parsed = yaml.safe_load(queries["data"]["queries.yaml"])
+        assert {q["target_databases"][0] for q in parsed.values()} == {
+            SAMPLE["spec"]["postgres"].get("database", "streamflow")
+        }
+        clusters = [c for c in children if c["kind"] == "Cluster"]
+        assert len(clusters) == int(create)
+        for cluster in clusters:
+            assert cluster["spec"]["monitoring"]["customQueriesConfigMap"] == [
+                {"name": "payments-pg-monitoring", "key": "queries.yaml"}
+            ]

@@ -387,36 +387,3 @@ def test_invalid_spec_is_reported_with_its_path() -> None:
 def test_model_too_large_is_refused_before_apply() -> None:
     with pytest.raises(ValueError, match="limit"):
         verify_model(b"x" * (MAX_MODEL_BYTES + 1), "ConfigMap ns/m", None)
-
-
-def test_every_job_serves_its_metrics_to_prometheus() -> None:
-    """Flink's Prometheus reporter on every FlinkDeployment, its port named for a PodMonitor
-    (config/monitoring/podmonitors.yaml scrapes port `metrics`)."""
-    for fd in flink(SAMPLE["spec"]).values():
-        conf = fd["spec"]["flinkConfiguration"]
-        assert conf["metrics.reporter.prom.factory.class"] == (
-            "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
-        )
-        assert conf["metrics.reporter.prom.port"] == "9249"
-        (container,) = fd["spec"]["podTemplate"]["spec"]["containers"]
-        assert {"name": "metrics", "containerPort": 9249, "protocol": "TCP"} in container["ports"]
-
-
-def test_the_cluster_exports_the_warehouse_freshness() -> None:
-    """CNPG's exporter runs our custom queries on the warehouse's database (ADR 0044); a
-    referenced Cluster gets the ConfigMap too, for its owner to name (docs/runbook.md)."""
-    for create in (True, False):
-        spec = merge(SAMPLE["spec"], {"postgres": {"create": create}})
-        children = render_all(parse_spec(spec), meta())
-        (queries,) = [c for c in children if c["metadata"]["name"] == "payments-pg-monitoring"]
-        assert queries["metadata"]["labels"]["cnpg.io/reload"] == ""
-        parsed = yaml.safe_load(queries["data"]["queries.yaml"])
-        assert {q["target_databases"][0] for q in parsed.values()} == {
-            SAMPLE["spec"]["postgres"].get("database", "streamflow")
-        }
-        clusters = [c for c in children if c["kind"] == "Cluster"]
-        assert len(clusters) == int(create)
-        for cluster in clusters:
-            assert cluster["spec"]["monitoring"]["customQueriesConfigMap"] == [
-                {"name": "payments-pg-monitoring", "key": "queries.yaml"}
-            ]
