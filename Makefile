@@ -93,7 +93,18 @@ lua:
 		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		$$sudo apt-get install -y -qq --no-install-recommends lua5.1 >/dev/null; }
 
-test: setup postgres lua  ## lint, type-check and run every test
+# promtool (Prometheus' rule checker) for the alert rules' tests: built once from its Go module
+# (e2e/cluster/build.sh, ~6.5 min cold), cached under ~/.cache/streamflow/bin.
+PROMETHEUS_VERSION := $(shell sed -n 's/^PROMETHEUS_VERSION=//p' config/versions.env)
+promtool:
+	@test -x "$${STREAMFLOW_CACHE:-$$HOME/.cache/streamflow}/bin/promtool-$(PROMETHEUS_VERSION)" || \
+		e2e/cluster/build.sh promtool
+
+.PHONY: promtool monitoring
+monitoring: setup  ## regenerate config/monitoring/ (PrometheusRule, Grafana dashboards)
+	$(UV) run python config/monitoring/build.py
+
+test: setup postgres lua promtool  ## lint, type-check and run every test
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy jobs/streamflow_jobs operator/streamflow_operator

@@ -125,7 +125,15 @@ def slim(obj: dict[str, Any]) -> Manifest:
     md = obj.get("metadata") or {}
     kept_md: dict[str, Any] = {
         k: md[k]
-        for k in ("name", "namespace", "uid", "resourceVersion", "generation", "deletionTimestamp")
+        for k in (
+            "name",
+            "namespace",
+            "uid",
+            "resourceVersion",
+            "generation",
+            "creationTimestamp",  # a published model's: since when it is live (metrics.py)
+            "deletionTimestamp",
+        )
         if k in md
     }
     for key in ("labels", "annotations"):

@@ -289,6 +289,7 @@ class Reconciler:
         self._refer(self.model_refs, key, None)
         self._refer(self.secret_refs, key, None)
         metrics.record_phase(f"{key[0]}/{key[1]}", None)
+        metrics.record_model(key[0], key[1], None, None)
 
     def affected(self, obj: dict[str, Any]) -> set[PipelineKey]:
         """The pipelines a child's (or a referenced object's) event concerns."""
@@ -602,6 +603,13 @@ class Reconciler:
         for event_type, reason, message in events:
             await self.post_event(body, event_type, reason, message)
         metrics.record_phase(f"{md['namespace']}/{md['name']}", status.get("phase"))
+        live = obs.model.deployed
+        metrics.record_model(
+            md["namespace"],
+            md["name"],
+            live.version if live else None,
+            metrics.live_since(obs.children, live.config_map if live else None),
+        )
         if obs.apply_errors:
             return Result(failed=True)
         if obs.conflicts or obs.model.error:  # objects no watch of ours reports

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from streamflow_operator.children import BY_KIND, COMPONENTS, describe, key_of
 from streamflow_operator.render import Manifest, PublishedModel
+from streamflow_operator.render.postgres import MONITORING_SUFFIX
 from streamflow_operator.spec import FraudPipelineSpec, FraudPipelineStatus
 
 State = Literal["Ready", "Progressing", "Failed", "Conflict", "Terminating"]
@@ -171,7 +172,11 @@ def _entries(obs: Observation) -> dict[str, list[_Entry]]:
     per: dict[str, list[_Entry]] = {c: [] for c in COMPONENTS}
 
     def add(key: str, health: Health) -> None:
-        per[BY_KIND[key.split("/", 1)[0]].component].append(_Entry(key, health))
+        kind = key.split("/", 1)[0]
+        component = BY_KIND[kind].component
+        if kind == "ConfigMap" and key.endswith(MONITORING_SUFFIX):
+            component = "DatabaseReady"  # the Cluster's custom queries, not a model input
+        per[component].append(_Entry(key, health))
 
     # Sorted: the passes write children concurrently, the status must not depend on who won.
     for obj in sorted(obs.children, key=key_of):

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from streamflow_jobs import infra
+from streamflow_operator.render.flink import METRICS_CONFIG
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +67,11 @@ def flink_cluster() -> Iterator[infra.FlinkCluster]:
     base = Path(tempfile.mkdtemp(prefix="streamflow-flink-"))
     cluster = None
     try:
-        cluster = infra.start_flink(base, taskmanagers=2, slots=2)
+        # Flink's Prometheus reporter, as the operator sets it in production, on free ports (one
+        # per process) so that tests/integration/test_monitoring_flink.py reads what it exports.
+        ports = ",".join(str(infra.free_port()) for _ in range(3))
+        reporter = {**METRICS_CONFIG, "metrics.reporter.prom.port": ports}
+        cluster = infra.start_flink(base, taskmanagers=2, slots=2, extra=reporter)
         yield cluster
     finally:
         if cluster is not None:

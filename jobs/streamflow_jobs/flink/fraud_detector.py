@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -84,6 +85,12 @@ SHADOW_COLUMNS = [
 _encode = msgspec.json.Encoder().encode
 FLUSH_EVERY = 128  # events between two updates of the Flink counters
 LATENCY_SAMPLE = 16  # one decision in this many feeds the latency metric
+# Upper bounds (ms, inclusive) of the decision-latency buckets: from the Kafka record's timestamp
+# to the decision. Each is a cumulative Flink counter `decision_latency_le_<ms>` (Prometheus'
+# histogram convention; `decision_latency_samples` is the +Inf bucket), so Prometheus computes
+# the share of decisions over a bound and a p99 (config/monitoring/, ADR 0043).
+LATENCY_BUCKETS_MS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+LATENCY_COUNTERS = tuple(f"decision_latency_le_{b}" for b in LATENCY_BUCKETS_MS)
 STATE_CACHE = 200_000  # customers whose encoded state is kept in Python (~250 bytes each)
 
 
@@ -93,6 +100,28 @@ class Rejected:
 
     error_type: str
     message: str
+
+
+class LatencyBuckets:
+    """Sampled decision latencies, counted per bucket in Python between two flushes."""
+
+    def __init__(self) -> None:
+        self.pending = [0] * len(LATENCY_BUCKETS_MS)
+
+    def observe(self, ms: int) -> None:
+        i = bisect_left(LATENCY_BUCKETS_MS, ms)  # the first bound >= ms
+        if i < len(self.pending):  # slower than the last bound: only in the +Inf count
+            self.pending[i] += 1
+
+    def flush(self, count: Mapping[str, Callable[[int], None]]) -> None:
+        """Add what was observed to the cumulative counters: ``le_<b>`` gains every sample
+        <= b (one Java call per bucket that changed)."""
+        running = 0
+        for name, n in zip(LATENCY_COUNTERS, self.pending, strict=True):
+            running += n
+            if running:
+                count[name](running)
+        self.pending = [0] * len(LATENCY_BUCKETS_MS)
 
 
 def detect(
@@ -277,8 +306,9 @@ class _Detect:
             runtime_context,
             ["events_in", "decisions", "alerts", "dead_letters", "invalid_skipped",
              "decision_latency_ms_sum", "decision_latency_samples", "control_records",
-             "control_ignored", "duplicates"],
+             "control_ignored", "duplicates", *LATENCY_COUNTERS],
         )  # fmt: skip
+        self.latency = LatencyBuckets()
         self.per_code: dict[str, Any] = {}
         # The per-event counts are kept in Python and handed to Flink's counters every
         # FLUSH_EVERY events: each counter call crosses into Java (~1 us).
@@ -300,6 +330,7 @@ class _Detect:
         count["decisions"](self.pending_decisions)
         count["decision_latency_ms_sum"](self.latency_sum)
         count["decision_latency_samples"](self.latency_n)
+        self.latency.flush(count)
         self.pending_in = self.pending_decisions = self.latency_sum = self.latency_n = 0
 
     def close(self) -> None:
@@ -332,8 +363,10 @@ class _Detect:
         if not self.pending_decisions % LATENCY_SAMPLE:  # reading the Instant is a Java call
             produced = common.epoch_ms(record[4])
             if produced:
-                self.latency_sum += max(0, int(time.time() * 1000) - produced)
+                latency = max(0, int(time.time() * 1000) - produced)
+                self.latency_sum += latency
                 self.latency_n += 1
+                self.latency.observe(latency)
         if duplicate:
             self.count["duplicates"](1)
             return

@@ -36,6 +36,16 @@ SHADOW_RULES_DIR = "/etc/streamflow/shadow-rules"
 SHADOW_MODEL_DIR = "/etc/streamflow/shadow-model"
 ANNOTATION_SHADOW = "streamflow.dev/shadow"
 DSN_ENV = "STREAMFLOW_POSTGRES_DSN"
+# Flink's Prometheus reporter (its jar ships in the Flink distribution's plugins/): every
+# JobManager and TaskManager serves its metrics, the jobs' `streamflow` counters among them,
+# on this port for a PodMonitor (config/monitoring/) to scrape.
+METRICS_PORT = 9249
+METRICS_CONFIG = {
+    "metrics.reporter.prom.factory.class": (
+        "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+    ),
+    "metrics.reporter.prom.port": str(METRICS_PORT),
+}
 # The pipeline's topic names (render/kafka.py) and the job argument each is given as.
 TOPIC_FIELDS = {
     "alerts": "alerts_topic",
@@ -122,7 +132,10 @@ def _args(spec: FraudPipelineSpec, meta: Meta, job: JobDef) -> list[str]:
 
 
 def _pod_template(spec: FraudPipelineSpec, meta: Meta, job: JobDef) -> Manifest:
-    container: Manifest = {"name": "flink-main-container"}
+    container: Manifest = {
+        "name": "flink-main-container",
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+    }
     mounts, volumes, annotations = [], [], {}
     if job.rules:
         annotations[ANNOTATION_RULES] = rules_checksum(spec)
@@ -198,6 +211,7 @@ def build_flink_deployments(spec: FraudPipelineSpec, meta: Meta) -> list[Manifes
                         ),
                         "taskmanager.numberOfTaskSlots": str(f.task_slots),
                         "kubernetes.operator.job.upgrade.last-state-fallback.enabled": "false",
+                        **METRICS_CONFIG,
                     },
                     "jobManager": {
                         "resource": {"cpu": f.job_manager.cpu, "memory": f.job_manager.memory}

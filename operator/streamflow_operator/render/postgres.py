@@ -1,6 +1,9 @@
-"""CloudNativePG Cluster (optional), Database with the medallion schemas, migrations Job."""
+"""CloudNativePG Cluster (optional), Database with the medallion schemas, migrations Job, and
+the custom queries CNPG's metrics exporter runs for the warehouse's freshness."""
 
 from __future__ import annotations
+
+import yaml
 
 from streamflow_operator.render import Manifest, Meta, checksum, metadata
 from streamflow_operator.spec import FraudPipelineSpec
@@ -47,10 +50,65 @@ def _migration_inputs(spec: FraudPipelineSpec) -> dict[str, object]:
     }
 
 
+MONITORING_SUFFIX = "-pg-monitoring"
+
+
+def monitoring_config_map(meta: Meta) -> str:
+    return f"{meta.name}{MONITORING_SUFFIX}"
+
+
+MONITORING_KEY = "queries.yaml"
+# CNPG's exporter runs each query as `SET ROLE pg_monitor` in a read-only transaction and names
+# the gauges cnpg_<query>_<column>; the functions are sql/migrations/0005_monitoring.sql (ADR 0044).
+MONITORING_QUERIES = {
+    "streamflow_bronze": {
+        "query": "SELECT table_name, newest_age_seconds FROM monitoring.bronze_age()",
+        "metrics": [
+            {"table_name": {"usage": "LABEL", "description": "Bronze table"}},
+            {
+                "newest_age_seconds": {
+                    "usage": "GAUGE",
+                    "description": "Age of the newest row the streaming jobs wrote (seconds)",
+                }
+            },
+        ],
+    },
+    "streamflow_warehouse": {
+        "query": "SELECT layer, lag_seconds FROM monitoring.warehouse_lag()",
+        "metrics": [
+            {"layer": {"usage": "LABEL", "description": "Warehouse layer (silver, gold)"}},
+            {
+                "lag_seconds": {
+                    "usage": "GAUGE",
+                    "description": "Age of the oldest transaction the layer has not taken in "
+                    "yet (seconds; 0: up to date)",
+                }
+            },
+        ],
+    },
+}
+
+
+def build_monitoring_queries(spec: FraudPipelineSpec, meta: Meta) -> Manifest:
+    """The custom queries ConfigMap; our Cluster names it, a referenced one may (runbook)."""
+    queries = {
+        name: {**q, "target_databases": [spec.postgres.database]}
+        for name, q in MONITORING_QUERIES.items()
+    }
+    md = metadata(meta, monitoring_config_map(meta), meta.namespace, "postgres")
+    md.setdefault("labels", {})["cnpg.io/reload"] = ""  # CNPG reloads the queries on change
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": md,
+        "data": {MONITORING_KEY: yaml.safe_dump(queries, sort_keys=False, width=100)},
+    }
+
+
 def build_postgres(spec: FraudPipelineSpec, meta: Meta) -> list[Manifest]:
     pg = spec.postgres
     cluster = cluster_name(spec, meta)
-    out: list[Manifest] = []
+    out: list[Manifest] = [build_monitoring_queries(spec, meta)]
     if pg.create:
         out.append(
             {
@@ -61,6 +119,11 @@ def build_postgres(spec: FraudPipelineSpec, meta: Meta) -> list[Manifest]:
                     "instances": pg.instances,
                     "storage": {"size": pg.storage_size},
                     "bootstrap": {"initdb": {"database": pg.database, "owner": pg.owner}},
+                    "monitoring": {
+                        "customQueriesConfigMap": [
+                            {"name": monitoring_config_map(meta), "key": MONITORING_KEY}
+                        ]
+                    },
                 },
             }
         )
