@@ -285,7 +285,7 @@ def test_a_shadow_challenger_is_mounted_beside_the_live_inputs_of_the_fraud_dete
     fd = by_name["payments-fraud-detector"]
     args = fd["spec"]["job"]["args"]
     pod = fd["spec"]["podTemplate"]["spec"]
-    volumes = {v["name"]: v["configMap"]["name"] for v in pod["volumes"]}
+    volumes = {v["name"]: v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v}
     assert volumes["shadow-model"] == "payments-model-fedcba9876" in by_name
     text = by_name[volumes["shadow-rules"]]["data"]["rules.yaml"]
     shadow_rules = RulesConfig.model_validate(yaml.safe_load(text))
@@ -398,3 +398,19 @@ def test_the_kind_sample_is_a_valid_pipeline_sized_for_one_node() -> None:
     assert {t.replicas for t in spec.kafka.topics.__dict__.values()} == {1}
     assert spec.postgres.instances == 1
     assert render_all(spec, meta())
+
+
+def test_every_job_runs_on_a_read_only_image_with_scratch_space_and_restartable_python() -> None:
+    """What the jobs image needs in Kubernetes (ADR 0040): /tmp and Flink's log directory as
+    emptyDirs, artifacts under /tmp, pemja loaded parent-first (a restarted job)."""
+    for fd in (
+        c for c in render_all(parse_spec(SAMPLE["spec"]), meta()) if c["kind"] == "FlinkDeployment"
+    ):
+        pod = fd["spec"]["podTemplate"]["spec"]
+        (container,) = pod["containers"]
+        scratch = {v["name"] for v in pod["volumes"] if v.get("emptyDir") == {}}
+        mounted = {m["mountPath"] for m in container["volumeMounts"] if m["name"] in scratch}
+        assert mounted == {"/tmp", "/opt/flink/log"}, fd["metadata"]["name"]
+        config = fd["spec"]["flinkConfiguration"]
+        assert config["user.artifacts.base-dir"].startswith("/tmp/")
+        assert "pemja." in config["classloader.parent-first-patterns.additional"]

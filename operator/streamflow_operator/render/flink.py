@@ -46,6 +46,15 @@ METRICS_CONFIG = {
     ),
     "metrics.reporter.prom.port": str(METRICS_PORT),
 }
+# What the jobs image needs (config/images/jobs.Containerfile, ADRs 0015 and 0040): pemja and
+# PyFlink loaded parent-first, so a job restarted in the same TaskManager does not load pemja's
+# native library a second time; the JobManager's artifact copies under /tmp, which is writable
+# (an emptyDir, as the Flink log directory), so the image's root filesystem can stay read-only.
+IMAGE_CONFIG = {
+    "classloader.parent-first-patterns.additional": "pemja.;org.apache.flink.python.",
+    "user.artifacts.base-dir": "/tmp/flink-artifacts",
+}
+SCRATCH_VOLUMES = {"tmp": "/tmp", "flink-log": "/opt/flink/log"}
 # The pipeline's topic names (render/kafka.py) and the job argument each is given as.
 TOPIC_FIELDS = {
     "alerts": "alerts_topic",
@@ -168,11 +177,11 @@ def _pod_template(spec: FraudPipelineSpec, meta: Meta, job: JobDef) -> Manifest:
                 "valueFrom": {"secretKeyRef": {"name": app_secret_name(spec, meta), "key": "uri"}},
             }
         ]
-    if mounts:
-        container["volumeMounts"] = mounts
-    template: Manifest = {"spec": {"containers": [container]}}
-    if volumes:
-        template["spec"]["volumes"] = volumes
+    for name, path in SCRATCH_VOLUMES.items():
+        mounts.append({"name": name, "mountPath": path})
+        volumes.append({"name": name, "emptyDir": {}})
+    container["volumeMounts"] = mounts
+    template: Manifest = {"spec": {"containers": [container], "volumes": volumes}}
     if annotations:
         template["metadata"] = {"annotations": annotations}
     return template
@@ -212,6 +221,7 @@ def build_flink_deployments(spec: FraudPipelineSpec, meta: Meta) -> list[Manifes
                         "taskmanager.numberOfTaskSlots": str(f.task_slots),
                         "kubernetes.operator.job.upgrade.last-state-fallback.enabled": "false",
                         **METRICS_CONFIG,
+                        **IMAGE_CONFIG,
                     },
                     "jobManager": {
                         "resource": {"cpu": f.job_manager.cpu, "memory": f.job_manager.memory}
