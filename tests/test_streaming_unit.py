@@ -316,6 +316,17 @@ def test_status_json_is_the_fixed_interface(
     assert (tmp_path / "state.json").stat().st_mode & 0o077 == 0  # it holds a password
 
 
+def test_local_flink_clusters_keep_their_working_files_apart(tmp_path: Path) -> None:
+    """TaskManagers' working directories (RocksDB's files) live under their own cluster: by
+    default every local cluster used /tmp/tm_tm0, and one stopping deleted another's state."""
+    from streamflow_jobs import infra  # noqa: PLC0415
+
+    first = yaml.safe_load(infra._flink_config(tmp_path / "a", 1, 1, {}))
+    second = yaml.safe_load(infra._flink_config(tmp_path / "b", 2, 1, {}))
+    assert Path(first["io.tmp.dirs"]).is_relative_to(tmp_path / "a")
+    assert Path(second["io.tmp.dirs"]).is_relative_to(tmp_path / "b")
+
+
 def test_window_metrics_are_exact_decimals() -> None:
     from streamflow_jobs.flink.realtime_aggregator import (  # noqa: PLC0415
         metric,

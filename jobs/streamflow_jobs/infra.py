@@ -625,6 +625,11 @@ def _flink_config(base: Path, rest_port: int, slots: int, extra: Mapping[str, st
         "execution.checkpointing.dir": (base / "checkpoints").as_uri(),
         "execution.checkpointing.savepoint-dir": (base / "savepoints").as_uri(),
         "execution.checkpointing.num-retained": "2",
+        # Working directories (RocksDB's local files, blobs) under this cluster's base: by
+        # default they are /tmp/tm_<resource id>, the same "tm0" path for every local
+        # cluster on the machine, and a cluster that stops deletes the RocksDB files of
+        # another one still running (seen: "While mkdir: /tmp/tm_tm0/...: No such file").
+        "io.tmp.dirs": str(base / "tmp"),
         # A test that kills a TaskManager expects the job back from its checkpoint.
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": "20",
@@ -665,7 +670,8 @@ def start_flink(
     home = flink_home()
     base.mkdir(parents=True, exist_ok=True)
     conf, lib = base / "conf", base / "lib"
-    for directory in (conf, lib, base / "log", base / "checkpoints", base / "savepoints"):
+    for directory in (conf, lib, base / "log", base / "tmp", base / "checkpoints",
+                      base / "savepoints"):  # fmt: skip
         directory.mkdir(exist_ok=True)
     # lib/: the wheel's jars and the connectors, as links (FLINK_LIB_DIR replaces lib/ whole).
     # flink-python in lib/ too (as Flink's PyFlink images do): loaded once by the parent
