@@ -109,7 +109,11 @@ def test_the_jobs_image_runs_the_rendered_fraud_detector(
     template = spec["podTemplate"]["spec"]["containers"][0]
     (dsn_env,) = (e["name"] for e in template["env"])
     mounts = {m["name"]: m["mountPath"] for m in template["volumeMounts"]}
-    volumes = {v["name"]: v["configMap"]["name"] for v in spec["podTemplate"]["spec"]["volumes"]}
+    pod_volumes = spec["podTemplate"]["spec"]["volumes"]
+    volumes = {v["name"]: v["configMap"]["name"] for v in pod_volumes if "configMap" in v}
+    # Scratch space as the pod has it (emptyDirs): /tmp and the log directory, below.
+    scratch = {mounts[v["name"]] for v in pod_volumes if "emptyDir" in v}
+    assert scratch == {"/tmp", "/opt/flink/log"}
 
     # The pod's volumes: the rules ConfigMap as rendered, the built-in model (its copy).
     rules = tmp_path / "rules"
@@ -165,8 +169,6 @@ def test_the_jobs_image_runs_the_rendered_fraud_detector(
             "execution.checkpointing.savepoint-dir": f"file://{state}/savepoints",
             "execution.checkpointing.interval": "1s",
             "restart-strategy.type": "none",
-            # Where the JobManager fetches artifacts (default /opt/flink/artifacts: read-only).
-            "user.artifacts.base-dir": "/tmp/flink-artifacts",
             "parallelism.default": "1",
             "taskmanager.numberOfTaskSlots": "1",
             "jobmanager.rpc.address": "127.0.0.1",
