@@ -252,3 +252,28 @@ def test_an_invalid_shadow_model_is_reported_and_the_last_good_one_runs() -> Non
     assert ready["status"] == "False" and "shadow model: ConfigMap fraud/cand" in ready["message"]
     assert status["shadowModelVersion"] == "m2" and status["modelVersion"] == "m1"
     assert any("shadow model" in e[2] for e in events)
+
+
+def test_a_late_echo_of_an_older_pipeline_version_never_turns_the_cache_back() -> None:
+    """The watch can deliver the echo of an older status write after a newer one was cached;
+    taking it made the next pass post a second Ready event (seen in CI)."""
+    from streamflow_operator.reconcile import Reconciler  # noqa: PLC0415
+
+    reconciler = Reconciler(kube=None, deletion_timeout=60)  # type: ignore[arg-type]
+
+    def version(rv: str, phase: str, uid: str = "u1") -> dict[str, Any]:
+        return {
+            "metadata": {"namespace": "ns", "name": "p", "uid": uid, "resourceVersion": rv,
+                         "generation": 1},
+            "spec": {},
+            "status": {"phase": phase},
+        }  # fmt: skip
+
+    reconciler.pipeline_changed(version("101", "Ready"))
+    reconciler.pipeline_changed(version("100", "Progressing"))  # the late echo
+    assert reconciler.pipelines[("ns", "p")]["status"]["phase"] == "Ready"
+    reconciler.pipeline_changed(version("102", "Degraded"))  # newer: taken
+    assert reconciler.pipelines[("ns", "p")]["status"]["phase"] == "Degraded"
+    # The same name recreated (another uid) is another object: taken whatever its version.
+    reconciler.pipeline_changed(version("7", "Progressing", uid="u2"))
+    assert reconciler.pipelines[("ns", "p")]["metadata"]["uid"] == "u2"

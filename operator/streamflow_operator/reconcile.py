@@ -235,6 +235,11 @@ class Reconciler:
         md = body["metadata"]
         key = (md["namespace"], md["name"])
         old = self.pipelines.get(key)
+        if old is not None and _older(body, old):
+            # The late echo of a version before one we hold (our own status or finalizer
+            # write): taking it would turn the cached status back, and the next pass would
+            # report a transition (an Event) that already happened.
+            return False
         self.pipelines[key] = body
         self.uids[md["uid"]] = key
         spec = body.get("spec") or {}
@@ -593,13 +598,16 @@ class Reconciler:
         old = body.get("status") or {}
         status, events = build_status(obs, old, int(md.get("generation") or 0))
         if status != normalized(old):
-            await self.kube.patch(
+            written = await self.kube.patch(
                 PIPELINES_PATH.format(ns=md["namespace"], name=md["name"]) + "/status",
                 [{"op": "add", "path": "/status", "value": status}],
                 content_type=JSON_PATCH,
                 kind="FraudPipeline",
             )
             body["status"] = status  # our cache of the pipeline, until the watch echoes it
+            version = ((written or {}).get("metadata") or {}).get("resourceVersion")
+            if version:
+                md["resourceVersion"] = version  # older echoes are ignored (pipeline_changed)
         for event_type, reason, message in events:
             await self.post_event(body, event_type, reason, message)
         metrics.record_phase(f"{md['namespace']}/{md['name']}", status.get("phase"))
@@ -752,3 +760,15 @@ def _instance() -> str:
     import socket  # noqa: PLC0415
 
     return socket.gethostname()
+
+
+def _older(body: dict[str, Any], than: dict[str, Any]) -> bool:
+    """Whether ``body`` is an older version of the same object than ``than``. etcd's resource
+    versions increase with every write; one that is not a number (another storage) is never
+    called older, so nothing is ever dropped on a guess."""
+    new = (body.get("metadata") or {}).get("resourceVersion")
+    held = (than.get("metadata") or {}).get("resourceVersion")
+    if not (isinstance(new, str) and isinstance(held, str) and new.isdigit() and held.isdigit()):
+        return False
+    same = (body["metadata"].get("uid") or "") == (than["metadata"].get("uid") or "")
+    return same and int(new) < int(held)
