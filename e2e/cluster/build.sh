@@ -15,16 +15,22 @@ export GOFLAGS=-buildvcs=false
 
 log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-build_etcd() {
-  local out="$bin/etcd-$ETCD_VERSION"
+# A binary built from a wrapper module (a module of our own requiring the upstream one), for
+# upstream modules whose replace directives make `go install` fail. Extra arguments are
+# `go mod edit` flags (e.g. a -replace= of a dependency the mirror refuses).
+build_wrapped() {  # name version package-path module@version [go-mod-edit-flags...]
+  local name=$1 version=$2 pkg=$3 module=$4
+  shift 4
+  local out="$bin/$name-$version"
   [ -x "$out" ] && return 0
-  local mod="$cache/src/etcd-$ETCD_VERSION"
+  local mod="$cache/src/$name-$version"
   mkdir -p "$mod"
-  log "etcd $ETCD_VERSION (~2 min cold)"
+  log "$name $version"
   (cd "$mod" &&
-    { [ -f go.mod ] || go mod init streamflow.local/etcd >/dev/null 2>&1; } &&
-    go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" &&
-    go build -o "$out.tmp" go.etcd.io/etcd/server/v3 && mv "$out.tmp" "$out")
+    { [ -f go.mod ] || go mod init "streamflow.local/$name" >/dev/null 2>&1; } &&
+    { [ $# -eq 0 ] || go mod edit "$@"; } &&
+    go get "$module" &&
+    go build -o "$out.tmp" "$pkg" && mv "$out.tmp" "$out")
 }
 
 # Kubernetes' own go.mod replaces every staging module k8s.io/X with ./staging/src/k8s.io/X;
@@ -78,30 +84,20 @@ build_go_install() {  # name module-path version
   mv "$gobin/$name" "$out"
 }
 
-# promtool: prometheus' go.mod pins a cloud.google.com/go the mirror refuses; a wrapper module
-# replaces it with one that resolves (shared/MISSION.md). ~6.5 min cold, 3 GB peak.
-build_promtool() {
-  local out="$bin/promtool-$PROMETHEUS_VERSION"
-  [ -x "$out" ] && return 0
-  local mod="$cache/src/promtool-$PROMETHEUS_VERSION"
-  mkdir -p "$mod"
-  log "promtool $PROMETHEUS_VERSION (~6.5 min cold)"
-  (cd "$mod" &&
-    { [ -f go.mod ] || go mod init streamflow.local/promtool >/dev/null 2>&1; } &&
-    go mod edit -replace=cloud.google.com/go=cloud.google.com/go@v0.123.0 &&
-    go get "github.com/prometheus/prometheus/cmd/promtool@v$PROMETHEUS_VERSION" &&
-    go build -o "$out.tmp" github.com/prometheus/prometheus/cmd/promtool && mv "$out.tmp" "$out")
-}
-
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(etcd kube-apiserver kube-controller-manager)
 for t in "${targets[@]}"; do
   case "$t" in
-    etcd) build_etcd ;;
+    etcd) build_wrapped etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3 \
+      "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" ;;
     kube-apiserver|kube-controller-manager|kube-scheduler|kubectl) build_k8s "$t" ;;
     kwok) build_go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" ;;
     helm) build_go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" ;;
-    promtool) build_promtool ;;
+    # promtool: prometheus' go.mod pins a cloud.google.com/go the mirror refuses (MISSION.md).
+    promtool) build_wrapped promtool "$PROMETHEUS_VERSION" \
+      github.com/prometheus/prometheus/cmd/promtool \
+      "github.com/prometheus/prometheus/cmd/promtool@v$PROMETHEUS_VERSION" \
+      -replace=cloud.google.com/go=cloud.google.com/go@v0.123.0 ;;
     actionlint) build_go_install actionlint github.com/rhysd/actionlint/cmd/actionlint "$ACTIONLINT_VERSION" ;;
     *) echo "unknown component: $t" >&2; exit 2 ;;
   esac
